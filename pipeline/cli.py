@@ -1,0 +1,177 @@
+"""`energy-monitor`: the one entry point. Settings are read here, once, from the environment."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import stack
+from .config import ConfigError, Settings, load_settings
+from .importers import FORMATS
+from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
+
+log = logging.getLogger("energy_monitor")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def _components(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in stack.COMPONENTS]
+    if unknown:
+        raise CliError(f"unknown component {', '.join(unknown)}; choose from {', '.join(stack.COMPONENTS)}")
+    return names or list(stack.COMPONENTS)
+
+
+def cmd_up(settings: Settings, args) -> int:
+    for name in _components(args.components):
+        outcome = stack.start(settings, name)
+        address = stack.COMPONENTS[name].address(settings)
+        print(f"{name:<12} {outcome:<16} {address}")
+    print(f"logs in {Path(settings.var_dir) / 'log'}")
+    return 0
+
+
+def cmd_down(settings: Settings, args) -> int:
+    # Reverse order: producers and consumers stop before the broker they talk to.
+    for name in reversed(_components(args.components)):
+        print(f"{name:<12} {stack.stop(settings, name)}")
+    return 0
+
+
+def cmd_status(settings: Settings, _args) -> int:
+    for name, state, address, log_file in stack.status(settings):
+        print(f"{name:<12} {state:<8} {address:<60} {log_file}")
+    return 0
+
+
+def _producer(settings: Settings) -> ReadingProducer:
+    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    return ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+
+
+def cmd_produce(settings: Settings, args) -> int:
+    import time
+
+    from .producer import simulate
+    from .simulator import Simulator
+
+    simulator = Simulator(settings.households, settings.tick_seconds, settings.jitter_pct,
+                          settings.sim_seed, int(args.start if args.start is not None else time.time()))
+    log.info("simulating %d households, tick %ds, speedup %g, seed %d -> %s", settings.households,
+             settings.tick_seconds, settings.speedup, settings.sim_seed, settings.readings_topic)
+    result = simulate(_producer(settings), simulator, 0 if args.no_pacing else settings.speedup,
+                      args.count, args.duration)
+    print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
+          f"unacknowledged {result.unflushed}")
+    if result.failed or result.unflushed:
+        raise CliError(f"{result.failed + result.unflushed} readings not delivered: {result.last_error}")
+    return 0
+
+
+def cmd_replay(settings: Settings, args) -> int:
+    from .producer import replay
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+
+    def report_skip(line_no: int, why: str) -> None:
+        print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
+
+    result = replay(_producer(settings), path, args.format, args.household, report_skip)
+    print(f"lines read {result.lines_read}, published {result.published}, "
+          f"skipped {result.skipped}, failed {result.failed}")
+    return 1 if result.failed else 0
+
+
+def cmd_stream(settings: Settings, args) -> int:
+    from .stream import RunTotals, spark_session, start_query
+
+    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    spark = spark_session(settings)
+    totals = RunTotals()
+    query = start_query(spark, settings, once=args.once, on_batch=totals.add)
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        log.info("stopping the query")
+        query.stop()
+    if query.exception() is not None:
+        raise CliError(f"stream query failed: {query.exception()}")
+    print(totals.summary())
+    return 0
+
+
+def cmd_alerts(settings: Settings, args) -> int:
+    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    for msg in read_topic(settings.bootstrap_servers, settings.alerts_topic,
+                          from_beginning=args.from_beginning, idle_timeout_s=args.timeout):
+        print(msg.value().decode("utf-8"), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="energy-monitor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, func, text in (("up", cmd_up, "start the local stack (or the named components)"),
+                             ("down", cmd_down, "stop what `up` started")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("components", nargs="*", metavar="COMPONENT",
+                       help=f"any of: {', '.join(stack.COMPONENTS)} (default: all)")
+        p.set_defaults(func=func)
+    sub.add_parser("status", help="each component: running or not, address, log").set_defaults(func=cmd_status)
+
+    p = sub.add_parser("produce", help="run the smart-meter simulator")
+    p.add_argument("--count", type=_positive_int, help="stop after N readings")
+    p.add_argument("--duration", type=float, help="stop after S seconds")
+    p.add_argument("--start", type=int, help="event time of the first tick (epoch seconds; default now)")
+    p.add_argument("--no-pacing", action="store_true", help="publish as fast as possible")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("replay", help="publish the lines of a file (or convert a public data set)")
+    p.add_argument("file")
+    p.add_argument("--format", choices=FORMATS, default="readings")
+    p.add_argument("--household", help="household id for --format uci (default H900001)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("stream", help="run the Spark job")
+    p.add_argument("--once", action="store_true", help="process what is available, then exit")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("alerts", help="print alerts as JSON lines")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="exit after S seconds without a new alert (default: keep waiting)")
+    p.set_defaults(func=cmd_alerts)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"energy-monitor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(settings, args)
+    except (CliError, BrokerUnavailable, RuntimeError) as exc:
+        print(f"energy-monitor: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The alerting state machine: per-household pane sums and the windows that already alerted.
+
+A sliding window of `k` slides is the sum of `k` consecutive slide-sized panes, so each reading
+is added to exactly one pane instead of being copied into `k` windows. After each micro-batch
+the windows touched by the batch are summed, and a window alerts the first time its sum
+exceeds the threshold; it is remembered until the watermark closes it, so it never alerts twice.
+
+Semantics match Spark's `window(event_time, W, S)` with a watermark: windows are aligned to
+the epoch, a reading counts in every open window that contains it, and a window is closed
+once its end <= watermark. A reading all of whose windows are closed is late: it is dropped
+and counted. Energy is held in integer units (nano-kWh) so sums are exact and independent of
+the order readings arrive in.
+
+Everything here is numpy on whole arrays: one call handles every household of a state bucket.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+@dataclass(frozen=True)
+class PaneState:
+    households: np.ndarray  # object, one entry per (household, pane)
+    panes: np.ndarray  # int64 pane index: epoch seconds // slide
+    units: np.ndarray  # int64 energy in the pane
+    alerted_households: np.ndarray  # object
+    alerted_starts: np.ndarray  # int64 pane index of each alerted window's start
+
+    @classmethod
+    def empty(cls) -> "PaneState":
+        none = np.array([], dtype=object)
+        zero = np.array([], dtype=np.int64)
+        return cls(none, zero, zero, none, zero)
+
+    def is_empty(self) -> bool:
+        return len(self.panes) == 0 and len(self.alerted_starts) == 0
+
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        return (
+            _table_bytes({"h": self.households, "p": self.panes, "u": self.units}),
+            _table_bytes({"h": self.alerted_households, "s": self.alerted_starts}),
+        )
+
+    @classmethod
+    def from_bytes(cls, panes_blob: bytes, alerted_blob: bytes) -> "PaneState":
+        panes = _bytes_table(panes_blob)
+        alerted = _bytes_table(alerted_blob)
+        return cls(panes["h"], panes["p"], panes["u"], alerted["h"], alerted["s"])
+
+
+def _table_bytes(columns: dict[str, np.ndarray]) -> bytes:
+    arrays = {name: pa.array(values, type=pa.string() if values.dtype == object else pa.int64())
+              for name, values in columns.items()}
+    table = pa.table(arrays)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _bytes_table(blob: bytes) -> dict[str, np.ndarray]:
+    table = pa.ipc.open_stream(blob).read_all()
+    return {name: table.column(name).to_numpy(zero_copy_only=False).astype(
+        object if pa.types.is_string(table.column(name).type) else np.int64)
+        for name in table.column_names}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: PaneState
+    alerts: pd.DataFrame  # household_id, start_pane, units
+    late_readings: int
+
+
+def first_open_start(watermark_ms: int, slide_s: int, k: int) -> int:
+    """Smallest window-start pane whose window [s, s+k) ends after the watermark."""
+    return watermark_ms // (slide_s * 1000) - k + 1
+
+
+def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
+            watermark_ms: int, slide_s: int, k: int, threshold_units: int) -> StepResult:
+    """Apply one micro-batch of valid readings to a bucket's state."""
+    min_open = first_open_start(watermark_ms, slide_s, k)
+    on_time = panes >= min_open
+    late = int(len(panes) - on_time.sum())
+    households, panes, units = households[on_time], panes[on_time], units[on_time]
+
+    every_household = np.concatenate([state.households, households, state.alerted_households])
+    codes, names = pd.factorize(every_household)
+    n_state, n_batch = len(state.households), len(households)
+    state_codes = codes[:n_state]
+    batch_codes = codes[n_state:n_state + n_batch]
+    alerted_codes = codes[n_state + n_batch:]
+
+    all_panes = np.concatenate([state.panes, panes, state.alerted_starts])
+    if len(all_panes) == 0:
+        return StepResult(state, _no_alerts(), late)
+    # Keys `code * span + offset` order panes by household then time; the margin of k on both
+    # sides keeps a window's range [s, s+k) inside its own household's key range.
+    base = int(all_panes.min()) - k
+    span = int(all_panes.max()) - base + k + 1
+    state_keys = state_codes.astype(np.int64) * span + (state.panes - base)
+    batch_keys = batch_codes.astype(np.int64) * span + (panes - base)
+    alerted_keys = alerted_codes.astype(np.int64) * span + (state.alerted_starts - base)
+
+    sums = pd.Series(np.concatenate([state.units, units])).groupby(
+        np.concatenate([state_keys, batch_keys])).sum()
+    keys = sums.index.to_numpy(dtype=np.int64)
+    prefix = np.concatenate([[0], np.cumsum(sums.to_numpy(dtype=np.int64))])
+
+    touched = np.unique(batch_keys)
+    candidates = np.unique(np.concatenate([touched - j for j in range(k)]))
+    candidates = candidates[(candidates % span) + base >= min_open]
+    window_units = prefix[np.searchsorted(keys, candidates + k)] - prefix[np.searchsorted(keys, candidates)]
+    fires = (window_units > threshold_units) & ~np.isin(candidates, alerted_keys)
+    fired_keys, fired_units = candidates[fires], window_units[fires]
+
+    keep_panes = (keys % span) + base >= min_open
+    new_alerted = np.concatenate([alerted_keys, fired_keys])
+    new_alerted = new_alerted[(new_alerted % span) + base >= min_open]
+    new_state = PaneState(
+        households=np.asarray(names[keys[keep_panes] // span], dtype=object),
+        panes=(keys[keep_panes] % span) + base,
+        units=sums.to_numpy(dtype=np.int64)[keep_panes],
+        alerted_households=np.asarray(names[new_alerted // span], dtype=object),
+        alerted_starts=(new_alerted % span) + base,
+    )
+    alerts = pd.DataFrame({
+        "household_id": np.asarray(names[fired_keys // span], dtype=object),
+        "start_pane": (fired_keys % span) + base,
+        "units": fired_units,
+    })
+    return StepResult(new_state, alerts, late)
+
+
+def _no_alerts() -> pd.DataFrame:
+    return pd.DataFrame({"household_id": pd.Series([], dtype=object),
+                         "start_pane": pd.Series([], dtype=np.int64),
+                         "units": pd.Series([], dtype=np.int64)})

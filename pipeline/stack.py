@@ -1,0 +1,141 @@
+"""`energy-monitor up/down/status`: the local stack as background processes.
+
+Each component runs detached in its own session, with its log in `VAR_DIR/log/<name>.log` and
+its pid in `VAR_DIR/run/<name>.pid`. `up` is idempotent (a running component is left alone),
+and `down` stops only what `up` started, found by those pid files.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import broker
+from .config import Settings
+from .kafka_io import BrokerUnavailable, ensure_topics
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 20.0
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    command: Callable[[Settings], list[str]]
+    address: Callable[[Settings], str]
+    ready: Callable[[Settings], bool] | None = None
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.split(",")[0].strip().rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _kafka_command(settings: Settings) -> list[str]:
+    host, port = host_port(settings.bootstrap_servers)
+    return broker.prepare(Path(settings.var_dir) / "kafka", host, port, settings.kafka_controller_port)
+
+
+def _kafka_ready(settings: Settings) -> bool:
+    try:
+        ensure_topics(settings.bootstrap_servers, topics(settings), timeout_s=2.0)
+        return True
+    except BrokerUnavailable:
+        return False
+
+
+def _cli(*args: str) -> Callable[[Settings], list[str]]:
+    return lambda _settings: [sys.executable, "-m", "pipeline.cli", *args]
+
+
+def topics(settings: Settings) -> dict[str, int]:
+    return {settings.readings_topic: settings.readings_partitions,
+            settings.alerts_topic: 1, settings.dlq_topic: 1}
+
+
+COMPONENTS = {
+    "kafka": Component("kafka", _kafka_command, lambda s: s.bootstrap_servers, _kafka_ready),
+    "producer": Component("producer", _cli("produce"), lambda s: f"-> {s.readings_topic}"),
+    "stream": Component("stream", _cli("stream"),
+                        lambda s: f"{s.readings_topic} -> {s.alerts_topic}; Spark UI http://127.0.0.1:4040"),
+}
+
+
+def _paths(settings: Settings, name: str) -> tuple[Path, Path]:
+    var = Path(settings.var_dir)
+    return var / "run" / f"{name}.pid", var / "log" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str) -> int | None:
+    pid_file, _ = _paths(settings, name)
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def start(settings: Settings, name: str, wait_s: float = 90.0) -> str:
+    component = COMPONENTS[name]
+    pid_file, log_file = _paths(settings, name)
+    if running_pid(settings, name):
+        return "already running"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        process = subprocess.Popen(component.command(settings), stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(str(process.pid))
+    if component.ready is None:
+        return "started"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}; see {log_file}")
+        if component.ready(settings):
+            return "started"
+        time.sleep(1.0)
+    raise RuntimeError(f"{name} not ready after {wait_s:.0f}s; see {log_file}")
+
+
+def stop(settings: Settings, name: str) -> str:
+    pid = running_pid(settings, name)
+    pid_file, _ = _paths(settings, name)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return "not running"
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and running_pid(settings, name):
+        time.sleep(0.3)
+    if running_pid(settings, name):
+        os.killpg(pid, signal.SIGKILL)
+        outcome = "killed after grace period"
+    else:
+        outcome = "stopped"
+    pid_file.unlink(missing_ok=True)
+    return outcome
+
+
+def status(settings: Settings) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, component in COMPONENTS.items():
+        _, log_file = _paths(settings, name)
+        state = "running" if running_pid(settings, name) else "stopped"
+        rows.append((name, state, component.address(settings), str(log_file)))
+    return rows

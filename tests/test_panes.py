@@ -1,0 +1,83 @@
+"""The pane state machine against the naive reference, without Spark."""
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from pipeline.panes import PaneState, advance
+from reference import Expectation, iso
+
+UNITS = 1_000_000_000
+
+
+def run_batches(batches, window_s, slide_s, threshold, watermark_s):
+    """Drive panes.advance batch by batch with Spark's watermark rule; return alerts and late."""
+    state, watermark_ms, max_event = PaneState.empty(), 0, None
+    fired, late = [], 0
+    for batch in batches:
+        households = np.array([h for _, h, _ in batch], dtype=object)
+        seconds = np.array([t for t, _, _ in batch], dtype=np.int64)
+        units = np.array([round(Decimal(k) * UNITS) for _, _, k in batch], dtype=np.int64)
+        result = advance(state, households, seconds // slide_s, units, watermark_ms, slide_s,
+                         window_s // slide_s, round(Decimal(threshold) * UNITS))
+        state = PaneState.from_bytes(*result.state.to_bytes())  # as Spark stores it
+        late += result.late_readings
+        for h, p, u in zip(result.alerts.household_id, result.alerts.start_pane, result.alerts.units):
+            fired.append(((h, iso(int(p) * slide_s), iso(int(p) * slide_s + window_s)), Decimal(int(u)) / UNITS))
+        if batch:
+            max_event = max([max_event or 0] + [t for t, _, _ in batch])
+            watermark_ms = max(watermark_ms, (max_event - watermark_s) * 1000)
+    return fired, late, state
+
+
+def reference(batches, window_s, slide_s, threshold, watermark_s):
+    expect = Expectation(window_s, slide_s, Decimal(threshold), watermark_s)
+    for batch in batches:
+        expect.batch([(iso(t), h, k) for t, h, k in batch])
+    return expect
+
+
+@pytest.mark.parametrize("window_s,slide_s,threshold", [(60, 15, "0.05"), (900, 15, "2.0"), (60, 60, "0.03")])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_streams_match_reference(window_s, slide_s, threshold, seed):
+    rng = random.Random(seed)
+    start = 1_767_225_600  # 2026-01-01T00:00:00Z
+    batches = []
+    for b in range(5):
+        batch = []
+        for _ in range(rng.randint(0, 200)):
+            t = start + b * 300 + rng.randint(-900, 600)  # disorder, some far behind the watermark
+            batch.append((t, f"H{rng.randint(1, 7):03d}", f"{rng.uniform(0, 0.04):.5f}"))
+        batches.append(batch)
+    fired, late, _ = run_batches(batches, window_s, slide_s, threshold, 600)
+    expect = reference(batches, window_s, slide_s, threshold, 600)
+    keys = [key for key, _ in fired]
+    assert len(keys) == len(set(keys)), "a window alerted twice"
+    assert set(keys) == set(expect.alerts())
+    assert late == expect.late
+    for key, kwh in fired:
+        assert Decimal(threshold) < kwh <= expect.alerts()[key]
+
+
+def test_reading_at_window_start_counts_in_that_window():
+    t = 1_767_225_600  # a multiple of 60 and of 15
+    fired, _, _ = run_batches([[(t, "H001", "0.06")]], 60, 15, "0.05", 600)
+    assert {key for key, _ in fired} == {("H001", iso(t - 45), iso(t + 15)), ("H001", iso(t - 30), iso(t + 30)),
+                                         ("H001", iso(t - 15), iso(t + 45)), ("H001", iso(t), iso(t + 60))}
+
+
+def test_sum_equal_to_threshold_does_not_alert():
+    t = 1_767_225_600
+    fired, _, _ = run_batches([[(t, "H001", "0.03"), (t + 15, "H001", "0.02")]], 60, 60, "0.05", 600)
+    assert fired == []
+
+
+def test_state_keeps_only_open_windows():
+    t = 1_767_225_600
+    batches = [[(t, "H001", "0.1")], [(t + 3600, "H002", "0.01")], [(t + 3601, "H002", "0.01")]]
+    _, _, state = run_batches(batches, 60, 15, "0.05", 600)
+    assert set(state.households) == {"H002"}
+    assert set(state.alerted_households) == set()
