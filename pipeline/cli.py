@@ -99,8 +99,11 @@ def cmd_stream(settings: Settings, args) -> int:
     except KeyboardInterrupt:
         log.info("stopping the query")
         query.stop()
-    if query.exception() is not None:
-        raise CliError(f"stream query failed: {query.exception()}")
+    failure = query.exception()
+    if failure is not None:
+        log.error("stream query failed: %s", failure)
+        first_line = str(failure).strip().splitlines()[0] if str(failure).strip() else repr(failure)
+        raise CliError(f"stream query failed: {first_line} (details in the log above)")
     print(totals.summary())
     return 0
 

@@ -66,7 +66,7 @@ class Rule:
 
     @property
     def description(self) -> str:
-        return f"kwh>{self.threshold_kwh:g} over {human_duration(self.window_s)}"
+        return f"kwh>{self.threshold_kwh!r} over {human_duration(self.window_s)}"
 
     @property
     def key(self) -> str:

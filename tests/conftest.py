@@ -89,8 +89,10 @@ def run_cli(settings: Settings, *args: str, timeout: float = 300, check: bool = 
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=settings_env(settings),
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
+        errors = [ln for ln in result.stderr.splitlines()
+                  if "error" in ln.lower() or "exception" in ln.lower() or "caused by" in ln.lower()]
         raise AssertionError(f"energy-monitor {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr[-4000:]}")
+                             f"{result.stdout}\n" + "\n".join(errors[:40]))
     return result
 
 
@@ -120,3 +122,14 @@ def spark():
     session = spark_session(Settings(shuffle_partitions=2), app_name="energy-monitor-tests")
     yield session
     session.stop()
+
+
+def run_job_once(spark, settings: Settings):
+    """Run the stream job in this process until the available input is processed."""
+    from pipeline.stream import start_query
+
+    seen = []
+    query = start_query(spark, settings, once=True, on_batch=seen.append)
+    query.awaitTermination()
+    assert query.exception() is None, query.exception()
+    return seen

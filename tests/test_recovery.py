@@ -1,0 +1,85 @@
+"""Crash recovery and mode switching, through the real `energy-monitor stream` process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import publish, records, run_cli, settings_env
+from pipeline.simulator import Simulator, format_reading
+from reference import iso
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+
+T0 = 1_783_000_800
+
+
+def simulated_lines(households: int, ticks: int, start: int, seed: int = 7) -> list[str]:
+    sim = Simulator(households, 15, 10.0, seed, start)
+    lines = []
+    for _ in range(ticks):
+        epoch, kwh = sim.tick()
+        lines += [format_reading(epoch, h, float(v)) for h, v in zip(sim.homes.ids, kwh)]
+    return lines
+
+
+def alert_ids(settings) -> set[str]:
+    return {a["alert_id"] for a in records(settings, settings.alerts_topic)}
+
+
+def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, tmp_path):
+    base = make_settings(run_mode="demo", max_offsets_per_trigger=300, trigger_interval="1 second")
+    publish(base, simulated_lines(households=20, ticks=120, start=T0))  # 2400 readings, 8+ batches
+
+    uninterrupted = make_settings(**{**base.__dict__, "alerts_topic": base.alerts_topic + "_ref",
+                                     "checkpoint_root": str(tmp_path / "ref")})
+    run_cli(uninterrupted, "stream", "--once")
+    expected = alert_ids(uninterrupted)
+    assert len(expected) > 20
+
+    log = (tmp_path / "crashing.log").open("wb")
+    job = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream"], env=settings_env(base),
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    commits = Path(base.checkpoint_dir()) / "commits"
+    deadline = time.monotonic() + 240
+    while not (commits.is_dir() and len(list(commits.glob("[0-9]*"))) >= 2):
+        assert job.poll() is None, (tmp_path / "crashing.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the job committed no batches"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    before_restart = alert_ids(base)
+    assert before_restart < expected, "the kill came too late to interrupt the stream"
+
+    run_cli(base, "stream", "--once")
+    assert alert_ids(base) == expected
+
+
+def test_mode_switch_needs_no_checkpoint_cleanup(make_settings):
+    demo = make_settings(run_mode="demo")
+    prod = make_settings(**{**demo.__dict__, "run_mode": "prod"})
+    first = [f"{iso(T0 + 15 * i)},H010,0.3" for i in range(12)]  # alerts in both modes
+    publish(demo, first)
+
+    out = run_cli(demo, "stream", "--once")
+    assert "rule 'kwh>0.05 over 1 minute'" in out.stderr and str(demo.checkpoint_dir()) in out.stderr
+    run1 = records(demo, demo.alerts_topic)
+    assert run1 and {a["mode"] for a in run1} == {"demo"}
+
+    out = run_cli(prod, "stream", "--once")
+    assert "rule 'kwh>2.0 over 15 minutes'" in out.stderr and str(prod.checkpoint_dir()) in out.stderr
+    run2 = records(demo, demo.alerts_topic)[len(run1):]
+    assert run2 and {(a["mode"], a["rule"]) for a in run2} == {("prod", "kwh>2.0 over 15 minutes")}
+
+    publish(demo, [f"{iso(T0 + 1800 + 15 * i)},H010,0.3" for i in range(4)])
+    run_cli(demo, "stream", "--once")
+    run3 = records(demo, demo.alerts_topic)[len(run1) + len(run2):]
+    assert run3 and {a["mode"] for a in run3} == {"demo"}
+    # Resumed from the demo checkpoint: only the new readings' windows, none of run 1's again.
+    assert not {a["alert_id"] for a in run3} & {a["alert_id"] for a in run1}
+    assert min(a["window_start"] for a in run3) >= iso(T0 + 1800 - 45)
