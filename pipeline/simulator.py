@@ -12,10 +12,10 @@ import numpy as np
 
 # (hour of day, kW) anchor points of a typical home: night low, morning peak, midday bump,
 # evening peak. Interpolated linearly and wrapped around midnight.
-DAILY_PROFILE_KW = ((0.0, 0.35), (5.0, 0.30), (7.5, 2.2), (10.0, 0.9), (13.0, 1.5),
-                    (16.0, 1.0), (19.5, 3.6), (22.0, 1.4), (24.0, 0.35))
+DAILY_PROFILE_KW = ((0.0, 0.30), (5.0, 0.25), (7.5, 1.8), (10.0, 0.7), (13.0, 1.2),
+                    (16.0, 0.8), (19.5, 3.0), (22.0, 1.1), (24.0, 0.30))
 # Kettles, ovens, EV chargers: short bursts on top of the profile, at any hour.
-BURST_START_PROBABILITY_PER_HOUR = 1.5
+BURST_START_PROBABILITY_PER_HOUR = 0.8
 BURST_KW_RANGE = (2.0, 7.0)
 BURST_MINUTES_RANGE = (2, 25)
 

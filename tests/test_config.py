@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import ConfigError, load_settings, parse_duration
+
+
+def test_modes_and_overrides():
+    demo = load_settings({}).rule
+    assert (demo.window_s, demo.slide_s, demo.threshold_kwh, demo.watermark_s) == (60, 15, 0.05, 600)
+    assert demo.description == "kwh>0.05 over 1 minute"
+    prod = load_settings({"RUN_MODE": "prod"}).rule
+    assert (prod.window_s, prod.slide_s, prod.threshold_kwh) == (900, 15, 2.0)
+    assert prod.description == "kwh>2.0 over 15 minutes"
+    custom = load_settings({"RUN_MODE": "prod", "THRESHOLD_KWH": "1.5", "WINDOW_DURATION": "30 minutes",
+                            "WATERMARK_DELAY": "5m"}).rule
+    assert (custom.window_s, custom.threshold_kwh, custom.watermark_s) == (1800, 1.5, 300)
+
+
+def test_source_topic_alias():
+    assert load_settings({"SOURCE_TOPIC": "x"}).readings_topic == "x"
+    assert load_settings({"READINGS_TOPIC": "a", "SOURCE_TOPIC": "x"}).readings_topic == "a"
+
+
+@pytest.mark.parametrize("env,names", [
+    ({"RUN_MODE": "fast"}, "RUN_MODE"),
+    ({"WINDOW_DURATION": "1 minute", "SLIDE_DURATION": "25 seconds"}, "SLIDE_DURATION"),
+    ({"THRESHOLD_KWH": "lots"}, "THRESHOLD_KWH"),
+    ({"THRESHOLD_KWH": "nan"}, "THRESHOLD_KWH"),
+    ({"HOUSEHOLDS": "many"}, "HOUSEHOLDS"),
+    ({"HOUSEHOLDS": "0"}, "HOUSEHOLDS"),
+    ({"WATERMARK_DELAY": "ten minutes"}, "WATERMARK_DELAY"),
+])
+def test_bad_values_name_the_variable(env, names):
+    with pytest.raises(ConfigError, match=names):
+        load_settings(env)
+
+
+def test_checkpoint_follows_everything_that_shapes_state():
+    demo = load_settings({"RUN_MODE": "demo"})
+    assert demo.checkpoint_dir() == load_settings({"RUN_MODE": "demo"}).checkpoint_dir()
+    others = [load_settings(env).checkpoint_dir() for env in (
+        {"RUN_MODE": "prod"}, {"THRESHOLD_KWH": "0.06"}, {"WATERMARK_DELAY": "5 minutes"},
+        {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
+    assert len({demo.checkpoint_dir(), *others}) == 7
+
+
+def test_relative_paths_are_from_the_repository(tmp_path):
+    settings = load_settings({"CHECKPOINT_ROOT": "var/x", "VAR_DIR": str(tmp_path)})
+    assert settings.checkpoint_root.endswith("/var/x") and settings.checkpoint_root.startswith("/")
+    assert settings.var_dir == str(tmp_path)
+
+
+def test_parse_duration():
+    assert [parse_duration(t) for t in ("15 seconds", "1 minute", "10m", "2 hours", "1s")] == [15, 60, 600, 7200, 1]

@@ -1,0 +1,56 @@
+"""`energy-monitor up/status/down`: the local stack as `make up` starts it, on its own ports."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import pytest
+
+from conftest import free_port, run_cli
+from pipeline.config import Settings
+from pipeline.kafka_io import read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+
+
+def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_path):
+    settings = dataclasses.replace(
+        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+        var_dir=str(tmp_path / "var"), checkpoint_root=str(tmp_path / "var" / "checkpoints"))
+    started = time.monotonic()
+    out = run_cli(settings, "up", timeout=180).stdout
+    try:
+        for component in ("kafka", "producer", "stream"):
+            assert f"{component}" in out
+        alert = None
+        while alert is None and time.monotonic() - started < 120:
+            alert = next(iter(read_topic(settings.bootstrap_servers, settings.alerts_topic,
+                                         idle_timeout_s=2)), None)
+        assert alert is not None, (tmp_path / "var" / "log" / "stream.log").read_text()[-3000:]
+        assert b'"mode":"demo"' in alert.value()
+
+        status = run_cli(settings, "status").stdout
+        assert status.count(" running ") == 3
+        assert run_cli(settings, "up").stdout.count("already running") == 3
+    finally:
+        down = run_cli(settings, "down", timeout=120).stdout
+    assert "stopped" in down
+    pids = [int(p.read_text()) for p in (tmp_path / "var" / "run").glob("*.pid")]
+    assert pids == []
+    status = run_cli(settings, "status").stdout
+    assert status.count(" stopped ") == 3
+    assert (tmp_path / "var" / "kafka" / "logs" / "meta.properties").exists()
+    assert all((tmp_path / "var" / "log" / f"{c}.log").stat().st_size > 0 for c in ("kafka", "producer", "stream"))
+
+
+def test_cli_errors_are_one_line(make_settings, tmp_path):
+    dead = dataclasses.replace(make_settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")
+    result = run_cli(dead, "alerts", "--timeout", "1", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("energy-monitor: error: cannot reach Kafka")
+    missing = run_cli(dead, "replay", str(tmp_path / "nope.csv"), check=False)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    bad_mode = run_cli(dataclasses.replace(dead, run_mode="fast"), "status", check=False)
+    assert bad_mode.returncode == 2 and "RUN_MODE" in bad_mode.stderr
+    assert "Traceback" not in result.stderr + missing.stderr + bad_mode.stderr
