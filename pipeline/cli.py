@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from . import stack
-from .config import ConfigError, Settings, load_settings
+from prometheus_client import CollectorRegistry
+
+from .config import ConfigError, Settings, load_settings, parse_duration
 from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
+from .metrics import KafkaLagCollector, ProducerMetrics, StreamMetrics, serve
 
 log = logging.getLogger("energy_monitor")
 
@@ -47,9 +51,14 @@ def cmd_status(settings: Settings, _args) -> int:
     return 0
 
 
-def _producer(settings: Settings) -> ReadingProducer:
+def _producer(settings: Settings, metrics_port: int = 0) -> ReadingProducer:
     ensure_topics(settings.bootstrap_servers, stack.topics(settings))
-    return ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    on_delivery = None
+    if metrics_port:
+        registry = CollectorRegistry()
+        on_delivery = ProducerMetrics(registry).delivered
+        serve(registry, settings.metrics_host, metrics_port)
+    return ReadingProducer(settings.bootstrap_servers, settings.readings_topic, on_delivery)
 
 
 def cmd_produce(settings: Settings, args) -> int:
@@ -62,7 +71,7 @@ def cmd_produce(settings: Settings, args) -> int:
                           settings.sim_seed, int(args.start if args.start is not None else time.time()))
     log.info("simulating %d households, tick %ds, speedup %g, seed %d -> %s", settings.households,
              settings.tick_seconds, settings.speedup, settings.sim_seed, settings.readings_topic)
-    result = simulate(_producer(settings), simulator, 0 if args.no_pacing else settings.speedup,
+    result = simulate(_producer(settings, settings.producer_metrics_port), simulator, 0 if args.no_pacing else settings.speedup,
                       args.count, args.duration)
     print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
           f"unacknowledged {result.unflushed}")
@@ -88,12 +97,23 @@ def cmd_replay(settings: Settings, args) -> int:
 
 
 def cmd_stream(settings: Settings, args) -> int:
-    from .stream import RunTotals, spark_session, start_query
+    from .stream import RunTotals, attach_metrics, spark_session, start_query
 
     ensure_topics(settings.bootstrap_servers, stack.topics(settings))
     spark = spark_session(settings)
     totals = RunTotals()
-    query = start_query(spark, settings, once=args.once, on_batch=totals.add)
+    on_batch = totals.add
+    if settings.stream_metrics_port:
+        registry = CollectorRegistry()
+        metrics = StreamMetrics(registry, settings.rule.mode,
+                                parse_duration(settings.trigger_interval, "TRIGGER_INTERVAL"))
+        attach_metrics(spark, metrics)
+        serve(registry, settings.metrics_host, settings.stream_metrics_port)
+
+        def on_batch(counts):
+            totals.add(counts)
+            metrics.observe_batch(counts.alerts, counts.late_readings, counts.invalid_by_reason)
+    query = start_query(spark, settings, once=args.once, on_batch=on_batch)
     try:
         query.awaitTermination()
     except KeyboardInterrupt:
@@ -106,6 +126,37 @@ def cmd_stream(settings: Settings, args) -> int:
         raise CliError(f"stream query failed: {first_line} (details in the log above)")
     print(totals.summary())
     return 0
+
+
+def cmd_exporter(settings: Settings, _args) -> int:
+    import threading
+
+    registry = CollectorRegistry()
+    roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
+    registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
+    serve(registry, settings.metrics_host, settings.exporter_port)
+    print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_view(settings: Settings, _args) -> int:
+    import subprocess
+
+    from . import alert_view
+
+    command = [sys.executable, "-m", "streamlit", "run", alert_view.__file__,
+               "--server.address", "127.0.0.1", "--server.port", str(settings.view_port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal"]
+    print(f"alert view on http://127.0.0.1:{settings.view_port}", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_alerts(settings: Settings, args) -> int:
@@ -145,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="process what is available, then exit")
     p.set_defaults(func=cmd_stream)
 
+    sub.add_parser("exporter", help="serve Kafka consumer-group lag and topic offsets to Prometheus"
+                   ).set_defaults(func=cmd_exporter)
+
+    sub.add_parser("view", help="the Streamlit alert view").set_defaults(func=cmd_view)
+
     p = sub.add_parser("alerts", help="print alerts as JSON lines")
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--timeout", type=float, default=None,
@@ -160,7 +216,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (from `down`) ends a command the way Ctrl-C does: cleanly
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -169,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # logs every gateway call at INFO
     try:
         return args.func(settings, args)
     except (CliError, BrokerUnavailable, RuntimeError) as exc:

@@ -120,7 +120,17 @@ class Settings:
     speedup: float = 30.0
     jitter_pct: float = 10.0
     sim_seed: int = 42
-    kafka_controller_port: int = 9093
+    kafka_controller_port: int = 9094
+    metrics_host: str = "127.0.0.1"
+    producer_metrics_port: int = 9101
+    stream_metrics_port: int = 9102
+    exporter_port: int = 9103
+    view_port: int = 8501
+    view_group: str = "energy-alert-view"
+    view_refresh_seconds: float = 2.0
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    alert_webhook_url: str = ""
     log_level: str = "INFO"
 
     @property
@@ -167,6 +177,16 @@ _ENV = {
     "jitter_pct": ("JITTER_PCT",),
     "sim_seed": ("SIM_SEED",),
     "kafka_controller_port": ("KAFKA_CONTROLLER_PORT",),
+    "metrics_host": ("METRICS_HOST",),
+    "producer_metrics_port": ("PRODUCER_METRICS_PORT",),
+    "stream_metrics_port": ("STREAM_METRICS_PORT",),
+    "exporter_port": ("EXPORTER_PORT",),
+    "view_port": ("VIEW_PORT",),
+    "view_group": ("VIEW_GROUP",),
+    "view_refresh_seconds": ("VIEW_REFRESH_SECONDS",),
+    "prometheus_port": ("PROMETHEUS_PORT",),
+    "alertmanager_port": ("ALERTMANAGER_PORT",),
+    "alert_webhook_url": ("ALERT_WEBHOOK_URL",),
     "log_level": ("LOG_LEVEL",),
 }
 
@@ -194,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     make_rule(settings.run_mode, settings.window_duration, settings.slide_duration,
               settings.threshold_kwh, settings.watermark_delay)
+    parse_duration(settings.trigger_interval, "TRIGGER_INTERVAL")
     for name in ("readings_partitions", "shuffle_partitions", "state_buckets", "households", "tick_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{_ENV[name][0]}: must be positive, got {getattr(settings, name)}")

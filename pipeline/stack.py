@@ -6,8 +6,10 @@ and `down` stops only what `up` started, found by those pid files.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import broker
-from .config import Settings
+from .config import PROJECT_ROOT, Settings
 from .kafka_io import BrokerUnavailable, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,54 @@ def _kafka_ready(settings: Settings) -> bool:
         return False
 
 
+MONITORING_DIR = PROJECT_ROOT / "monitoring"
+
+
+def scrape_targets(settings: Settings) -> dict[str, str]:
+    host = settings.metrics_host
+    return {
+        "energy-producer": f"{host}:{settings.producer_metrics_port}",
+        "energy-stream": f"{host}:{settings.stream_metrics_port}",
+        "energy-exporter": f"{host}:{settings.exporter_port}",
+        "prometheus": f"127.0.0.1:{settings.prometheus_port}",
+        "alertmanager": f"127.0.0.1:{settings.alertmanager_port}",
+    }
+
+
+def write_prometheus_config(settings: Settings, folder: Path) -> Path:
+    """A copy of monitoring/prometheus.yml and its rules, with file-SD targets for these ports."""
+    (folder / "targets").mkdir(parents=True, exist_ok=True)
+    shutil.copy(MONITORING_DIR / "prometheus.yml", folder / "prometheus.yml")
+    shutil.copytree(MONITORING_DIR / "rules", folder / "rules", dirs_exist_ok=True)
+    for job, target in scrape_targets(settings).items():
+        (folder / "targets" / f"{job}.json").write_text(json.dumps([{"targets": [target]}]))
+    return folder / "prometheus.yml"
+
+
+def _prometheus_command(settings: Settings) -> list[str]:
+    folder = Path(settings.var_dir) / "prometheus"
+    config = write_prometheus_config(settings, folder)
+    return ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=7d"]
+
+
+def _alertmanager_command(settings: Settings) -> list[str]:
+    folder = Path(settings.var_dir) / "alertmanager"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = (MONITORING_DIR / "alertmanager.yml").read_text()
+    if settings.alert_webhook_url:
+        config = config.replace("http://127.0.0.1:9099/alerts", settings.alert_webhook_url)
+    (folder / "alertmanager.yml").write_text(config)
+    return ["prometheus-alertmanager", f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}",
+            "--cluster.listen-address="]
+
+
+def _http_ready(port_of: Callable[[Settings], int]) -> Callable[[Settings], bool]:
+    return lambda settings: port_open("127.0.0.1", port_of(settings))
+
+
 def _cli(*args: str) -> Callable[[Settings], list[str]]:
     return lambda _settings: [sys.executable, "-m", "pipeline.cli", *args]
 
@@ -69,9 +119,21 @@ def topics(settings: Settings) -> dict[str, int]:
 
 COMPONENTS = {
     "kafka": Component("kafka", _kafka_command, lambda s: s.bootstrap_servers, _kafka_ready),
-    "producer": Component("producer", _cli("produce"), lambda s: f"-> {s.readings_topic}"),
+    "prometheus": Component("prometheus", _prometheus_command,
+                            lambda s: f"http://127.0.0.1:{s.prometheus_port}",
+                            _http_ready(lambda s: s.prometheus_port)),
+    "alertmanager": Component("alertmanager", _alertmanager_command,
+                              lambda s: f"http://127.0.0.1:{s.alertmanager_port}",
+                              _http_ready(lambda s: s.alertmanager_port)),
+    "exporter": Component("exporter", _cli("exporter"),
+                          lambda s: f"http://{s.metrics_host}:{s.exporter_port}/metrics",
+                          _http_ready(lambda s: s.exporter_port)),
+    "producer": Component("producer", _cli("produce"),
+                          lambda s: f"-> {s.readings_topic}; metrics http://{s.metrics_host}:{s.producer_metrics_port}/metrics"),
     "stream": Component("stream", _cli("stream"),
-                        lambda s: f"{s.readings_topic} -> {s.alerts_topic}; Spark UI http://127.0.0.1:4040"),
+                        lambda s: f"{s.readings_topic} -> {s.alerts_topic}; metrics "
+                                  f"http://{s.metrics_host}:{s.stream_metrics_port}/metrics; Spark UI http://127.0.0.1:4040"),
+    "view": Component("view", _cli("view"), lambda s: f"http://127.0.0.1:{s.view_port}"),
 }
 
 

@@ -34,6 +34,7 @@ from .validate import KWH_UNITS, parse_readings
 log = logging.getLogger(__name__)
 
 SPARK_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "spark"
+SPARK_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 OUTPUT_SCHEMA = "kind string, key string, value string, reason string, n long"
 STATE_SCHEMA = "panes binary, alerted binary"
 
@@ -120,6 +121,7 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.appName(app_name).master(settings.spark_master)
                .config("spark.jars", ",".join(jars))
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG}")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
                .config("spark.sql.streaming.minBatchesToRetain", 20)
@@ -220,6 +222,26 @@ class RunTotals:
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.invalid_by_reason.items()))
         return (f"batches {self.batches}, alerts {self.alerts}, late readings dropped "
                 f"{self.late_readings}, invalid readings {invalid}" + (f" ({reasons})" if reasons else ""))
+
+
+def attach_metrics(spark, metrics) -> None:
+    """Feed `metrics` (a metrics.StreamMetrics) from the query's progress events."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressListener(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:
+            metrics.last_progress.set(time.time())
+
+        def onQueryProgress(self, event) -> None:
+            metrics.observe_progress(json.loads(event.progress.json))
+
+        def onQueryIdle(self, event) -> None:
+            metrics.last_progress.set(time.time())  # alive and polling, just nothing new
+
+        def onQueryTerminated(self, event) -> None:
+            log.info("query terminated%s", f": {event.exception}" if event.exception else "")
+
+    spark.streams.addListener(ProgressListener())
 
 
 def start_query(spark, settings: Settings, once: bool,

@@ -14,6 +14,8 @@ command -v mvn >/dev/null || apt_packages+=(maven)
 command -v prometheus >/dev/null || apt_packages+=(prometheus)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || apt_packages+=(prometheus-alertmanager)
+command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
 if ((${#apt_packages[@]})); then
   step "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
