@@ -1,0 +1,114 @@
+"""Prometheus configuration, rules, Alertmanager configuration and the Grafana dashboards,
+checked with the real tools (promtool, amtool) and loaded with grafana-foundation-sdk."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+MONITORING = ROOT / "monitoring"
+DASHBOARDS = ROOT / "dashboards"
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_promtool_check_config_and_rules():
+    run("promtool", "check", "config", str(MONITORING / "prometheus.yml"))
+    run("promtool", "check", "rules", *map(str, sorted((MONITORING / "rules").glob("*.yml"))))
+
+
+def test_promtool_test_rules():
+    assert "SUCCESS" in run("promtool", "test", "rules", str(MONITORING / "tests" / "alerts_test.yml")).stdout
+
+
+def test_amtool_check_config():
+    run("amtool", "check-config", str(MONITORING / "alertmanager.yml"))
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((MONITORING / "rules" / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_alert_rules_follow_the_conventions():
+    for rule in alert_rules():
+        assert rule["alert"][0].isupper() and "_" not in rule["alert"], rule["alert"]
+        assert rule["for"], rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_every_alert_has_a_firing_and_a_silent_case():
+    cases = yaml.safe_load((MONITORING / "tests" / "alerts_test.yml").read_text())["tests"]
+    firing, silent = set(), set()
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            (firing if check["exp_alerts"] else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names - firing == set(), "alerts without a firing case"
+    assert names - silent == set(), "alerts without a silent case"
+
+
+def test_dashboard_json_is_what_build_py_makes():
+    result = subprocess.run([sys.executable, str(DASHBOARDS / "build.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def load_dashboards():
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()  # so targets load as prometheus.Dataquery, panels as their kinds
+    return {path.name: Dashboard.from_json(json.loads(path.read_text()))
+            for path in sorted((DASHBOARDS / "json").glob("*.json"))}
+
+
+def panel_queries(dashboard) -> list[tuple[str, str]]:
+    return [(panel.title, target.expr) for panel in dashboard.panels for target in panel.targets]
+
+
+def recorded_names() -> set[str]:
+    groups = yaml.safe_load((MONITORING / "rules" / "recording.yml").read_text())["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"]}
+
+
+def uid(datasource) -> str:
+    return datasource["uid"] if isinstance(datasource, dict) else datasource.uid
+
+
+def test_dashboards_structure():
+    dashboards = load_dashboards()
+    assert len(dashboards) >= 2
+    uids = [d.uid for d in dashboards.values()]
+    assert len(set(uids)) == len(uids) and all(uids)
+    recorded = recorded_names()
+    for name, dashboard in dashboards.items():
+        variables = [v for v in dashboard.templating.list_val if str(getattr(v.type_val, "value", v.type_val)) == "datasource"]
+        assert [v.name for v in variables] == ["datasource"], name
+        assert dashboard.panels, name
+        for panel in dashboard.panels:
+            assert panel.title and panel.targets, f"{name}: empty panel"
+            assert uid(panel.datasource) == "${datasource}", f"{name}: {panel.title}"
+            for target in panel.targets:
+                assert type(target).__module__.endswith("prometheus"), type(target)
+                assert uid(target.datasource) == "${datasource}"
+                assert target.expr.strip()
+                uses_recording_rule = any(r in target.expr for r in recorded)
+                assert uses_recording_rule or target.expr.startswith(("up", "energy_kafka_up")), target.expr
+
+
+def test_provisioning_points_at_the_dashboards():
+    provider = yaml.safe_load((DASHBOARDS / "provisioning" / "dashboards" / "energy-monitor.yml").read_text())
+    assert provider["providers"][0]["type"] == "file"
+    datasource = yaml.safe_load((DASHBOARDS / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["type"] == "prometheus"

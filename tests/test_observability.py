@@ -1,0 +1,132 @@
+"""The running pipeline under Prometheus: every contract metric and every dashboard panel has
+data, and stopping the stream job pages through Alertmanager until it is started again."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT, free_port, publish, run_cli
+from pipeline.alert_view import AlertFeed
+from pipeline.config import Settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+
+CONTRACT_METRICS = [
+    "energy_readings_produced_total", "energy_stream_input_rows_total",
+    "energy_stream_processed_rows_per_second", "energy_stream_batch_duration_seconds",
+    "energy_stream_offsets_behind_latest", "energy_stream_watermark_lag_seconds",
+    "energy_stream_late_rows_dropped_total", "energy_invalid_readings_total", "energy_alerts_total",
+    "energy_consumer_group_lag",
+]
+
+
+class Webhook:
+    """Collects what Alertmanager posts."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def statuses(self, alertname: str) -> list[str]:
+        return [alert["status"] for post in self.posts for alert in post["alerts"]
+                if alert["labels"]["alertname"] == alertname]
+
+
+def prom_query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = check()
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {outcome!r}")
+        time.sleep(every_s)
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            out += [(path.name, panel["title"], t["expr"]) for t in panel["targets"]]
+    return out
+
+
+def test_metrics_dashboards_and_paging(tmp_path):
+    webhook = Webhook()
+    var = tmp_path / "var"
+    settings = dataclasses.replace(
+        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+        var_dir=str(var), checkpoint_root=str(var / "checkpoints"), producer_metrics_port=free_port(),
+        stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
+        alertmanager_port=free_port(), view_port=free_port(), alert_webhook_url=webhook.url)
+    run_cli(settings, "up", timeout=300)
+    try:
+        publish(settings, [b"2026-07-02T14:00:00Z,H001,NaN", b"not,a,reading", b"\xff,H001,1"])
+        feed = AlertFeed(settings.bootstrap_servers, settings.alerts_topic, settings.view_group)
+        wait_for("the alert view's consumer group to read alerts", lambda: feed.poll() or len(feed.frame()), 120, 1)
+
+        def metrics_without_data():
+            return [m for m in CONTRACT_METRICS if not prom_query(settings.prometheus_port, m)] or None
+        missing = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            feed.poll()
+            missing = metrics_without_data()
+            if missing is None:
+                break
+            time.sleep(3)
+        assert missing is None, f"no data for {missing}"
+
+        def panels_without_data():
+            return [(d, title, expr) for d, title, expr in dashboard_queries()
+                    if not prom_query(settings.prometheus_port, expr)] or None
+        empty = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            feed.poll()
+            empty = panels_without_data()
+            if empty is None:
+                break
+            time.sleep(3)
+        assert empty is None, f"panels without data: {empty}"
+
+        assert "stopped" in run_cli(settings, "down", "stream", timeout=120).stdout
+        wait_for("EnergyStreamJobDown to fire in Prometheus", lambda: prom_query(
+            settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown", alertstate="firing"}'), 180)
+        wait_for("the webhook to receive EnergyStreamJobDown", lambda: "firing" in webhook.statuses("EnergyStreamJobDown"), 120)
+
+        run_cli(settings, "up", "stream", timeout=120)
+        wait_for("EnergyStreamJobDown to resolve", lambda: "resolved" in webhook.statuses("EnergyStreamJobDown"), 240)
+        assert not prom_query(settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown"}')
+    finally:
+        run_cli(settings, "down", timeout=180, check=False)
+        webhook.server.shutdown()
