@@ -53,3 +53,21 @@ def test_relative_paths_are_from_the_repository(tmp_path):
 
 def test_parse_duration():
     assert [parse_duration(t) for t in ("15 seconds", "1 minute", "10m", "2 hours", "1s")] == [15, 60, 600, 7200, 1]
+
+
+def test_env_example_and_readme_list_every_variable_with_its_default():
+    from dataclasses import fields
+
+    from pipeline.config import PROJECT_ROOT, Settings, _ENV
+
+    env = {}
+    for line in (PROJECT_ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for field in fields(Settings):
+        name = _ENV[field.name][0]
+        assert name in env, f"{name} missing from .env.example"
+        assert f"| `{name}` |" in readme, f"{name} missing from the README's configuration table"
+    assert load_settings(env) == Settings()
