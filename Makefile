@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit clean-var
+.PHONY: deps up down status test test-unit test-compose compose-up compose-down clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -24,10 +24,22 @@ status:
 	@$(CLI) status
 
 test: deps
-	$(PYTEST) -q -ra
+	$(PYTEST) -q -ra -m "not compose_run"
 
 test-unit: deps
-	$(PYTEST) -q -m "not kafka and not spark"
+	$(PYTEST) -q -m "not kafka and not spark and not compose_run"
+
+# The docker compose stack, run for real: starts a Docker engine if none answers.
+test-compose: deps
+	scripts/compose-local.sh daemon
+	$(PYTEST) -q -ra -m compose_run
+
+# docker compose on a machine without an image registry (see README, "Docker compose").
+compose-up: deps
+	scripts/compose-local.sh up
+
+compose-down:
+	scripts/compose-local.sh down
 
 clean-var: down
 	rm -rf var

@@ -149,10 +149,10 @@ def cmd_view(settings: Settings, _args) -> int:
     from . import alert_view
 
     command = [sys.executable, "-m", "streamlit", "run", alert_view.__file__,
-               "--server.address", "127.0.0.1", "--server.port", str(settings.view_port),
+               "--server.address", settings.view_host, "--server.port", str(settings.view_port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]
-    print(f"alert view on http://127.0.0.1:{settings.view_port}", flush=True)
+    print(f"alert view on http://{settings.view_host}:{settings.view_port}", flush=True)
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:

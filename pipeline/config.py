@@ -111,6 +111,8 @@ class Settings:
     checkpoint_root: str = str(PROJECT_ROOT / "var" / "checkpoints")
     var_dir: str = str(PROJECT_ROOT / "var")
     spark_master: str = "local[2]"
+    spark_driver_host: str = "127.0.0.1"
+    spark_bind_address: str = "127.0.0.1"
     shuffle_partitions: int = 4
     state_buckets: int = 64
     trigger_interval: str = "1 second"
@@ -125,6 +127,7 @@ class Settings:
     producer_metrics_port: int = 9101
     stream_metrics_port: int = 9102
     exporter_port: int = 9103
+    view_host: str = "127.0.0.1"
     view_port: int = 8501
     view_group: str = "energy-alert-view"
     view_refresh_seconds: float = 2.0
@@ -167,6 +170,8 @@ _ENV = {
     "checkpoint_root": ("CHECKPOINT_ROOT",),
     "var_dir": ("VAR_DIR",),
     "spark_master": ("SPARK_MASTER",),
+    "spark_driver_host": ("SPARK_DRIVER_HOST",),
+    "spark_bind_address": ("SPARK_BIND_ADDRESS",),
     "shuffle_partitions": ("SHUFFLE_PARTITIONS",),
     "state_buckets": ("STATE_BUCKETS",),
     "trigger_interval": ("TRIGGER_INTERVAL",),
@@ -181,6 +186,7 @@ _ENV = {
     "producer_metrics_port": ("PRODUCER_METRICS_PORT",),
     "stream_metrics_port": ("STREAM_METRICS_PORT",),
     "exporter_port": ("EXPORTER_PORT",),
+    "view_host": ("VIEW_HOST",),
     "view_port": ("VIEW_PORT",),
     "view_group": ("VIEW_GROUP",),
     "view_refresh_seconds": ("VIEW_REFRESH_SECONDS",),

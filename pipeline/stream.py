@@ -119,6 +119,8 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
         raise RuntimeError(f"no Kafka connector jars in {SPARK_JARS_DIR}: run `make deps` first")
     # Workers must run this interpreter (it has pandas and pyarrow), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The Spark UI binds to SPARK_LOCAL_IP: loopback unless a cluster needs the driver reachable.
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_bind_address)
     builder = (SparkSession.builder.appName(app_name).master(settings.spark_master)
                .config("spark.jars", ",".join(jars))
                .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG}")
@@ -126,9 +128,8 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
                .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
                .config("spark.sql.streaming.minBatchesToRetain", 20)
                .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.ui.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", settings.spark_bind_address)
+               .config("spark.driver.host", settings.spark_driver_host)
                .config("spark.sql.adaptive.enabled", "false"))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -16,6 +16,7 @@ command -v promtool >/dev/null || apt_packages+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || apt_packages+=(prometheus-alertmanager)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
+command -v docker-compose >/dev/null || apt_packages+=(docker-compose)
 if ((${#apt_packages[@]})); then
   step "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -72,6 +72,16 @@ def make_settings(kafka, tmp_path):
     return make
 
 
+def isolated_stack(tmp_path, **overrides) -> Settings:
+    """Settings for a whole local stack of its own: every port free, every file under tmp_path."""
+    var = tmp_path / "var"
+    return dataclasses.replace(
+        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+        var_dir=str(var), checkpoint_root=str(var / "checkpoints"), producer_metrics_port=free_port(),
+        stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
+        alertmanager_port=free_port(), view_port=free_port(), **overrides)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a CLI subprocess load exactly these settings."""
     from pipeline.config import _ENV

@@ -2,7 +2,6 @@
 data, and stopping the stream job pages through Alertmanager until it is started again."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -12,9 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, free_port, publish, run_cli
+from conftest import ROOT, free_port, isolated_stack, publish, run_cli
 from pipeline.alert_view import AlertFeed
-from pipeline.config import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -82,12 +80,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 def test_metrics_dashboards_and_paging(tmp_path):
     webhook = Webhook()
-    var = tmp_path / "var"
-    settings = dataclasses.replace(
-        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-        var_dir=str(var), checkpoint_root=str(var / "checkpoints"), producer_metrics_port=free_port(),
-        stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
-        alertmanager_port=free_port(), view_port=free_port(), alert_webhook_url=webhook.url)
+    settings = isolated_stack(tmp_path, alert_webhook_url=webhook.url)
     run_cli(settings, "up", timeout=300)
     try:
         publish(settings, [b"2026-07-02T14:00:00Z,H001,NaN", b"not,a,reading", b"\xff,H001,1"])

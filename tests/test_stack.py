@@ -2,27 +2,25 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import re
 import time
 
 import pytest
 
-from conftest import free_port, run_cli
-from pipeline.config import Settings
+from conftest import free_port, isolated_stack, run_cli
 from pipeline.kafka_io import read_topic
+from pipeline.stack import COMPONENTS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 
 def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_path):
-    settings = dataclasses.replace(
-        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-        var_dir=str(tmp_path / "var"), checkpoint_root=str(tmp_path / "var" / "checkpoints"))
+    settings = isolated_stack(tmp_path)
     started = time.monotonic()
-    out = run_cli(settings, "up", timeout=180).stdout
+    out = run_cli(settings, "up", timeout=240).stdout
     try:
-        for component in ("kafka", "producer", "stream"):
-            assert f"{component}" in out
+        for component in COMPONENTS:
+            assert re.search(rf"^{component} +started", out, re.M), out
         alert = None
         while alert is None and time.monotonic() - started < 120:
             alert = next(iter(read_topic(settings.bootstrap_servers, settings.alerts_topic,
@@ -31,17 +29,17 @@ def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_p
         assert b'"mode":"demo"' in alert.value()
 
         status = run_cli(settings, "status").stdout
-        assert status.count(" running ") == 3
-        assert run_cli(settings, "up").stdout.count("already running") == 3
+        assert status.count(" running ") == len(COMPONENTS)
+        assert run_cli(settings, "up").stdout.count("already running") == len(COMPONENTS)
     finally:
         down = run_cli(settings, "down", timeout=120).stdout
     assert "stopped" in down
     pids = [int(p.read_text()) for p in (tmp_path / "var" / "run").glob("*.pid")]
     assert pids == []
     status = run_cli(settings, "status").stdout
-    assert status.count(" stopped ") == 3
+    assert status.count(" stopped ") == len(COMPONENTS)
     assert (tmp_path / "var" / "kafka" / "logs" / "meta.properties").exists()
-    assert all((tmp_path / "var" / "log" / f"{c}.log").stat().st_size > 0 for c in ("kafka", "producer", "stream"))
+    assert all((tmp_path / "var" / "log" / f"{c}.log").stat().st_size > 0 for c in COMPONENTS)
 
 
 def test_cli_errors_are_one_line(make_settings, tmp_path):

@@ -1,0 +1,25 @@
+# One image for every Python service (producer, Spark master/worker, stream job, exporter, view).
+# BASE_IMAGE defaults to the public Python image; scripts/compose-local.sh passes a local stand-in.
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
+
+# Spark needs a JRE (17 on bookworm, 21 on trixie: both run Spark 4.0); procps for spark-class.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends default-jre-headless procps \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYSPARK_PYTHON=/opt/venv/bin/python \
+    PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+RUN pip install --no-cache-dir -e .
+# The Kafka connector jars resolved by `make deps` (Maven Central).
+COPY .cache/jars/spark ./.cache/jars/spark
+
+# Named volumes mounted under /data start with this ownership, so the services can write them.
+RUN useradd --create-home --uid 1000 energy && mkdir -p /data/checkpoints /data/work && chown -R energy /data
+USER energy
+ENV VAR_DIR=/data CHECKPOINT_ROOT=/data/checkpoints METRICS_HOST=0.0.0.0 SPARK_WORKER_DIR=/data/work

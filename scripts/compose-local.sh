@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The docker compose stack on a machine without an image registry (this one, CI):
+#   - starts Debian's dockerd (--iptables=false --storage-driver=vfs) if no daemon answers;
+#   - makes a Debian bookworm base image with debootstrap + `docker import`;
+#   - builds local stand-ins for the public base images (python, JRE) and for Prometheus and
+#     Alertmanager from Debian packages, and hands them to docker-compose.yml as build
+#     arguments / image names; Kafka and the app images are built from the repo as usual.
+# Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
+#
+# usage: scripts/compose-local.sh daemon|up|down|ps|logs [SERVICE]|config|... (other words go to docker-compose)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/.cache/docker
+VAR=$ROOT/var/compose
+PROJECT=${COMPOSE_PROJECT:-energy-monitor}
+SERVICES=(kafka spark-master spark-worker producer stream exporter view prometheus alertmanager)
+say() { echo "==> compose-local: $*"; }
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null; then
+    say "installing docker.io, docker-compose, debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io docker-compose debootstrap
+  fi
+  mkdir -p "$VAR"
+  say "starting dockerd (log: $VAR/dockerd.log)"
+  nohup dockerd --iptables=false --storage-driver=vfs >"$VAR/dockerd.log" 2>&1 &
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
+  echo "dockerd did not start; see $VAR/dockerd.log" >&2
+  exit 1
+}
+
+ensure_base() {
+  docker image inspect energy-local/debian:bookworm >/dev/null 2>&1 && return
+  if [ ! -f "$CACHE/bookworm.tar" ]; then
+    say "debootstrap bookworm (minbase)"
+    rm -rf "$CACHE/rootfs"
+    mkdir -p "$CACHE"
+    debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian
+    # No init system in a container: package scripts must not try to start services.
+    printf '#!/bin/sh\nexit 101\n' > "$CACHE/rootfs/usr/sbin/policy-rc.d"
+    chmod +x "$CACHE/rootfs/usr/sbin/policy-rc.d"
+    tar -C "$CACHE/rootfs" -cf "$CACHE/bookworm.tar" .
+    rm -rf "$CACHE/rootfs"
+  fi
+  say "docker import energy-local/debian:bookworm"
+  docker import "$CACHE/bookworm.tar" energy-local/debian:bookworm >/dev/null
+}
+
+build_standins() {
+  local name context=$VAR/standin-context
+  rm -rf "$context"
+  mkdir -p "$context/host-ca"
+  cp docker/local/*.Dockerfile "$context/"
+  cp /usr/local/share/ca-certificates/*.crt "$context/host-ca/" 2>/dev/null || true
+  for name in python:3.12-slim jre:17 prometheus:debian alertmanager:debian; do
+    if ! docker image inspect "energy-local/$name" >/dev/null 2>&1; then
+      say "building stand-in energy-local/$name"
+      docker build -q --network host -t "energy-local/$name" -f "$context/${name%%:*}.Dockerfile" "$context" >/dev/null
+    fi
+  done
+}
+
+env_file() {
+  mkdir -p "$VAR"
+  local source=.env
+  [ -f "$source" ] || source=.env.example
+  grep -vE '^(PYTHON_BASE_IMAGE|JRE_BASE_IMAGE|PROMETHEUS_IMAGE|ALERTMANAGER_IMAGE)=' "$source" > "$VAR/env"
+  cat >> "$VAR/env" <<VARS
+PYTHON_BASE_IMAGE=energy-local/python:3.12-slim
+JRE_BASE_IMAGE=energy-local/jre:17
+PROMETHEUS_IMAGE=energy-local/prometheus:debian
+ALERTMANAGER_IMAGE=energy-local/alertmanager:debian
+VARS
+  echo "$VAR/env"
+}
+
+compose() { docker-compose -p "$PROJECT" --env-file "$(env_file)" "$@"; }
+
+case "${1:-up}" in
+  up)
+    ensure_docker
+    ensure_base
+    build_standins
+    [ -d .cache/jars/spark ] && [ -d .cache/jars/kafka ] || scripts/bootstrap.sh
+    say "building and starting ${SERVICES[*]}"
+    compose build
+    compose up -d "${SERVICES[@]}"
+    compose ps
+    ;;
+  daemon) ensure_docker ;;
+  down) shift; ensure_docker; compose down "$@" ;;
+  *) ensure_docker; compose "$@" ;;
+esac
