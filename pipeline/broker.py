@@ -73,6 +73,15 @@ def _java() -> str:
     return java
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID). Like Kafka's own generator it never starts
+    with '-', which the storage tool would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def prepare(data_dir: Path, host: str, port: int, controller_port: int) -> list[str]:
     """Write config, format storage if new; returns the command that runs the broker."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +92,9 @@ def prepare(data_dir: Path, host: str, port: int, controller_port: int) -> list[
     base = [_java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}", "-cp", _classpath()]
     if not (data_dir / "logs" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(base + ["kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(config)],
-                       check=True, capture_output=True, text=True)
+        result = subprocess.run(base + ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+                                        "-c", str(config)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"formatting Kafka storage in {data_dir} failed: {result.stderr.strip()[-500:]}")
         log.info("formatted Kafka storage in %s", data_dir)
     return base + ["kafka.Kafka", str(config)]

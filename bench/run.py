@@ -1,0 +1,287 @@
+"""The pipeline side by side with the original query, measured in one run on this machine.
+
+    .venv/bin/python bench/run.py [--quick] [--households N] [--ticks T] [--latency-seconds S]
+
+Starts its own Kafka broker (temporary folder), then measures:
+  1. producer throughput of each Kafka client (bench/producer_clients.py);
+  2. drain throughput: a backlog already in Kafka, processed from a fresh checkpoint by our job
+     and by a re-implementation of the original query (Spark's sliding `window()`, append mode),
+     in both modes;
+  3. alert latency under live load: the simulator publishes at a steady rate while each job
+     runs; an alert's latency is its record's Kafka timestamp minus that of the reading that
+     pushed its window over the threshold (both stamped by their producers on this host);
+  4. peak RSS of the driver JVM and of the Python processes.
+Prints a table, writes bench/latest.json and bench/latest.png. No thresholds are asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import producer_clients  # noqa: E402
+from pipeline.config import Settings  # noqa: E402
+from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic, topic_end_offsets  # noqa: E402
+from pipeline.simulator import Simulator, format_reading  # noqa: E402
+from pipeline.stream import build_stream, make_sink, spark_session  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+START = 1_783_000_800
+
+
+def fill(settings: Settings, households: int, ticks: int) -> int:
+    ensure_topics(settings.bootstrap_servers, {settings.readings_topic: settings.readings_partitions})
+    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    sim = Simulator(households, 15, 10.0, 1, START)
+    for _ in range(ticks):
+        epoch, kwh = sim.tick()
+        for household, value in zip(sim.homes.ids, kwh):
+            producer.send(household, format_reading(epoch, household, float(value)))
+    assert producer.flush(120) == 0 and producer.stats.failed == 0
+    return producer.stats.acknowledged
+
+
+def original_stream(spark, settings: Settings):
+    """The seed's query: parse, 10-min watermark, sliding window sum, filter, JSON (append mode)."""
+    from pyspark.sql import functions as F
+
+    rule = settings.rule
+    parts = F.split(F.col("value").cast("string"), ",")
+    readings = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.bootstrap_servers)
+                .option("subscribe", settings.readings_topic).option("startingOffsets", "earliest").load()
+                .select(F.to_timestamp(parts[0]).alias("event_time"), parts[1].alias("household_id"),
+                        parts[2].cast("double").alias("energy_kwh")))
+    windows = (readings.withWatermark("event_time", f"{rule.watermark_s} seconds")
+               .groupBy(F.window("event_time", f"{rule.window_s} seconds", f"{rule.slide_s} seconds"),
+                        "household_id")
+               .agg(F.sum("energy_kwh").alias("kwh_window")))
+    alerts = windows.where(F.col("kwh_window") > rule.threshold_kwh).select(
+        F.col("household_id").alias("key"),
+        F.to_json(F.struct(F.col("household_id"),
+                           F.date_format("window.start", "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("window_start"),
+                           F.date_format("window.end", "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("window_end"),
+                           F.col("kwh_window").alias("kwh"), F.lit(rule.mode).alias("mode"))).alias("value"))
+    return alerts
+
+
+def start(spark, settings: Settings, which: str, once: bool):
+    checkpoint = Path(settings.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
+    if which == "ours":
+        writer = build_stream(spark, settings).writeStream.foreachBatch(make_sink(settings, lambda _c: None))
+    else:
+        writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")
+                  .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+                  .option("topic", settings.alerts_topic))
+    writer = writer.option("checkpointLocation", str(checkpoint))
+    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.trigger_interval)
+    return writer.start()
+
+
+def drain(spark, settings: Settings, readings: int) -> dict:
+    out = {}
+    for mode in ("demo", "prod"):
+        out[mode] = {}
+        for which in ("ours", "original"):
+            run = dataclasses.replace(settings, run_mode=mode, alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
+            ensure_topics(run.bootstrap_servers, {run.alerts_topic: 1, run.dlq_topic: 1})
+            started = time.perf_counter()
+            query = start(spark, run, which, once=True)
+            query.awaitTermination()
+            elapsed = time.perf_counter() - started
+            out[mode][which] = {"readings_per_s": round(readings / elapsed), "seconds": round(elapsed, 1),
+                                "alerts": sum(topic_end_offsets(run.bootstrap_servers, run.alerts_topic).values())}
+            print(f"  drain {mode:<4} {which:<8} {readings / elapsed:>10,.0f} readings/s  ({elapsed:.1f} s)", flush=True)
+    return out
+
+
+def epoch_of(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+
+
+def window_starts(stamp: str, window_s: int, slide_s: int) -> range:
+    """Starts of the epoch-aligned windows [s, s + window) that contain the reading."""
+    t = epoch_of(stamp)
+    last = t - t % slide_s
+    return range(last - window_s + slide_s, last + 1, slide_s)
+
+
+def crossing_times(settings: Settings, threshold: float, window_s: int, slide_s: int) -> dict:
+    """(household, window_start) -> Kafka timestamp (s) of the reading that pushed it over."""
+    per_household = defaultdict(list)
+    for msg in read_topic(settings.bootstrap_servers, settings.readings_topic, stop_at_end=True, idle_timeout_s=10):
+        stamp, household, kwh = msg.value().decode().split(",")
+        per_household[household].append((msg.timestamp()[1] / 1000, stamp, Decimal(kwh)))
+    crossed = {}
+    for household, rows in per_household.items():
+        sums = defaultdict(Decimal)
+        for produced_at, stamp, kwh in rows:  # partition order = produce order
+            for start_s in window_starts(stamp, window_s, slide_s):
+                before = sums[start_s]
+                sums[start_s] = before + kwh
+                if before <= Decimal(str(threshold)) < sums[start_s]:
+                    crossed[(household, start_s)] = produced_at
+    return crossed
+
+
+def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
+    """Live load at households readings per tick; p50/p95/p99 of reading->alert latency."""
+    out = {}
+    for which in ("ours", "original"):
+        run = dataclasses.replace(settings, run_mode="demo", readings_topic=f"live_{uuid.uuid4().hex[:8]}",
+                                  alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
+        ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions,
+                                              run.alerts_topic: 1, run.dlq_topic: 1})
+        query = start(spark, run, which, once=False)
+        time.sleep(5)
+        producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
+        sim = Simulator(households, 15, 10.0, 3, int(time.time()))
+        stop = time.monotonic() + seconds
+        next_tick = time.monotonic()
+        while time.monotonic() < stop:
+            epoch, kwh = sim.tick()
+            for household, value in zip(sim.homes.ids, kwh):
+                producer.send(household, format_reading(epoch, household, float(value)))
+            next_tick += 15 / settings.speedup
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        producer.flush(60)
+        time.sleep(10)  # let the last batches finish
+        query.stop()
+        rule = run.rule
+        crossed = crossing_times(run, rule.threshold_kwh, rule.window_s, rule.slide_s)
+        delays = []
+        for msg in read_topic(run.bootstrap_servers, run.alerts_topic, stop_at_end=True, idle_timeout_s=5):
+            alert = json.loads(msg.value())
+            key = (alert["household_id"], epoch_of(alert["window_start"]))
+            if key in crossed:
+                delays.append(msg.timestamp()[1] / 1000 - crossed[key])
+        delays.sort()
+        pick = (lambda q: round(delays[min(len(delays) - 1, int(q * len(delays)))], 3)) if delays else (lambda q: None)
+        out[which] = {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "alerts": len(delays),
+                      "readings_per_s": round(households * settings.speedup / 15)}
+        print(f"  latency demo {which:<8} p50 {out[which]['p50']} s  p95 {out[which]['p95']} s  "
+              f"p99 {out[which]['p99']} s  ({len(delays)} alerts)", flush=True)
+    return out
+
+
+def peak_rss_mib() -> dict:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # JVM and Python workers
+    return {"driver_python_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "largest_child_process_mib": round(children)}
+
+
+def machine() -> dict:
+    import pyspark
+
+    return {"cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "python": platform.python_version(), "pyspark": pyspark.__version__, "kafka": "4.1.1",
+            "platform": platform.platform()}
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    modes = ["demo", "prod"]
+    for i, which in enumerate(("ours", "original")):
+        values = [result["drain_readings_per_s"][m][which] for m in modes]
+        left.bar([x + i * 0.4 for x in range(2)], values, width=0.4, label=which)
+    left.set_xticks([0.2, 1.2], modes)
+    left.set_ylabel("readings/s")
+    left.set_title("Drain throughput")
+    left.legend()
+    lat = result["latency_s"]["demo"]
+    names = [w for w in ("ours", "original") if lat[w]["p99"] is not None]
+    right.bar(names, [lat[w]["p99"] for w in names], color=["tab:blue", "tab:orange"][: len(names)])
+    right.set_ylabel("seconds")
+    right.set_title("p99 reading→alert latency (demo)")
+    fig.suptitle(f"{result['machine']['cores']} cores, pyspark {result['machine']['pyspark']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="pipeline vs original query")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--households", type=int, default=10_000)
+    parser.add_argument("--ticks", type=int, default=100)
+    parser.add_argument("--live-households", type=int, default=2_500, help="readings per tick under live load")
+    parser.add_argument("--speedup", type=float, default=7.5, help="event-time speed of the live load")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
+
+    with tempfile.TemporaryDirectory() as folder:
+        process, bootstrap = producer_clients.start_broker(Path(folder))
+        try:
+            settings = Settings(bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
+                                dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
+                                speedup=args.speedup, stream_metrics_port=0)
+            print("producer throughput", flush=True)
+            data = producer_clients.readings(50_000 if args.quick else 500_000)
+            clients = {}
+            for name, run in (("confluent-kafka", producer_clients.confluent), ("kafka-python", producer_clients.kafka_python)):
+                topic = f"bench_{uuid.uuid4().hex[:8]}"
+                ensure_topics(bootstrap, {topic: 4})
+                producer_clients.confluent(bootstrap, topic, data[:10])
+                elapsed, _ = run(bootstrap, topic, data)
+                clients[name] = round(len(data) / elapsed)
+                print(f"  {name:<16} {clients[name]:>10,} readings/s", flush=True)
+
+            print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
+            readings = fill(settings, args.households, args.ticks)
+            spark = spark_session(settings, app_name="energy-monitor-bench")
+            print("drain throughput", flush=True)
+            drained = drain(spark, settings, readings)
+            print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
+            lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
+                          args.live_households, args.latency_seconds)
+            spark.stop()
+        finally:
+            process.terminate()
+            process.wait(30)
+
+    result = {
+        "readings": readings, "households": args.households,
+        "drain_readings_per_s": {m: {w: drained[m][w]["readings_per_s"] for w in ("ours", "original")} for m in drained},
+        "drain_ratio_ours_over_original": {m: round(drained[m]["ours"]["readings_per_s"] / drained[m]["original"]["readings_per_s"], 2) for m in drained},
+        "drain_detail": drained,
+        "latency_s": {"demo": lat},
+        "producer_readings_per_s": clients,
+        "memory": peak_rss_mib(),
+        "machine": machine(),
+        "quick": args.quick,
+    }
+    (OUT / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, OUT / "latest.png")
+    print()
+    print(f"{'measure':<34}{'ours':>14}{'original':>14}{'ratio':>10}")
+    for mode in ("demo", "prod"):
+        d = result["drain_readings_per_s"][mode]
+        print(f"{'drain readings/s ' + mode:<34}{d['ours']:>14,}{d['original']:>14,}{result['drain_ratio_ours_over_original'][mode]:>10}")
+    for q in ("p50", "p95", "p99"):
+        print(f"{'latency demo ' + q + ' (s)':<34}{str(lat['ours'][q]):>14}{str(lat['original'][q]):>14}")
+    for name, value in clients.items():
+        print(f"{'producer ' + name + ' readings/s':<34}{value:>14,}")
+    print(f"{'peak RSS (MiB)':<34}{json.dumps(result['memory'])}")
+    print(f"wrote {OUT / 'latest.json'} and {OUT / 'latest.png'}")
+
+
+if __name__ == "__main__":
+    main()
