@@ -13,9 +13,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Dependencies first, against an empty package, so a code change does not reinstall them.
+COPY pyproject.toml ./
+RUN mkdir pipeline && touch pipeline/__init__.py && pip install --no-cache-dir -e .
 COPY pipeline ./pipeline
-RUN pip install --no-cache-dir -e .
 # The Kafka connector jars resolved by `make deps` (Maven Central).
 COPY .cache/jars/spark ./.cache/jars/spark
 

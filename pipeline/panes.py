@@ -114,8 +114,7 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     keys = sums.index.to_numpy(dtype=np.int64)
     prefix = np.concatenate([[0], np.cumsum(sums.to_numpy(dtype=np.int64))])
 
-    touched = np.unique(batch_keys)
-    candidates = np.unique(np.concatenate([touched - j for j in range(k)]))
+    candidates = _window_starts(np.unique(batch_keys), k)
     candidates = candidates[(candidates % span) + base >= min_open]
     window_units = prefix[np.searchsorted(keys, candidates + k)] - prefix[np.searchsorted(keys, candidates)]
     fires = (window_units > threshold_units) & ~np.isin(candidates, alerted_keys)
@@ -137,6 +136,27 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
         "units": fired_units,
     })
     return StepResult(new_state, alerts, late)
+
+
+def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:
+    """Sorted distinct keys s with s <= t < s + k for some touched pane key t.
+
+    Each touched pane opens the interval [t-k+1, t]; overlapping intervals are merged before
+    they are expanded, so a backlog of consecutive panes costs one key per window instead of k
+    (60 in prod). Keys of different households never merge: their ranges are k apart.
+    """
+    if len(touched) == 0:
+        return touched
+    starts, ends = touched - (k - 1), touched
+    new_run = np.empty(len(touched), dtype=bool)
+    new_run[0] = True
+    new_run[1:] = starts[1:] > ends[:-1] + 1
+    first = np.flatnonzero(new_run)
+    run_starts = starts[first]
+    run_ends = ends[np.append(first[1:] - 1, len(touched) - 1)]
+    lengths = run_ends - run_starts + 1
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(run_starts, lengths) + offsets
 
 
 def _no_alerts() -> pd.DataFrame:

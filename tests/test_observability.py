@@ -70,6 +70,18 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
         time.sleep(every_s)
 
 
+def until_nothing_missing(what: str, feed: AlertFeed, missing, timeout_s: float = 180) -> None:
+    """Wait until missing() is empty, while the alert view's consumer keeps consuming."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        feed.poll()
+        left = missing()
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"{what}: {left}"
+        time.sleep(3)
+
+
 def dashboard_queries() -> list[tuple[str, str, str]]:
     out = []
     for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
@@ -87,30 +99,11 @@ def test_metrics_dashboards_and_paging(tmp_path):
         feed = AlertFeed(settings.bootstrap_servers, settings.alerts_topic, settings.view_group)
         wait_for("the alert view's consumer group to read alerts", lambda: feed.poll() or len(feed.frame()), 120, 1)
 
-        def metrics_without_data():
-            return [m for m in CONTRACT_METRICS if not prom_query(settings.prometheus_port, m)] or None
-        missing = None
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            feed.poll()
-            missing = metrics_without_data()
-            if missing is None:
-                break
-            time.sleep(3)
-        assert missing is None, f"no data for {missing}"
-
-        def panels_without_data():
-            return [(d, title, expr) for d, title, expr in dashboard_queries()
-                    if not prom_query(settings.prometheus_port, expr)] or None
-        empty = None
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            feed.poll()
-            empty = panels_without_data()
-            if empty is None:
-                break
-            time.sleep(3)
-        assert empty is None, f"panels without data: {empty}"
+        until_nothing_missing("metrics without data", feed, lambda: [
+            m for m in CONTRACT_METRICS if not prom_query(settings.prometheus_port, m)])
+        until_nothing_missing("dashboard panels without data", feed, lambda: [
+            (d, title, expr) for d, title, expr in dashboard_queries()
+            if not prom_query(settings.prometheus_port, expr)])
 
         assert "stopped" in run_cli(settings, "down", "stream", timeout=120).stdout
         wait_for("EnergyStreamJobDown to fire in Prometheus", lambda: prom_query(

@@ -81,3 +81,14 @@ def test_state_keeps_only_open_windows():
     _, _, state = run_batches(batches, 60, 15, "0.05", 600)
     assert set(state.households) == {"H002"}
     assert set(state.alerted_households) == set()
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_window_starts_are_every_window_that_contains_a_touched_pane(seed):
+    from pipeline.panes import _window_starts
+
+    rng = np.random.default_rng(seed)
+    touched = np.unique(rng.integers(0, 500, size=rng.integers(1, 60)))
+    k = int(rng.integers(1, 70))
+    naive = np.unique(np.concatenate([touched - j for j in range(k)]))
+    assert np.array_equal(_window_starts(touched, k), naive)
