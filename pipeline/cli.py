@@ -5,14 +5,15 @@ import argparse
 import logging
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
-from . import stack
 from prometheus_client import CollectorRegistry
 
+from . import stack
 from .config import ConfigError, Settings, load_settings, parse_duration
 from .importers import FORMATS
-from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
+from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, last_values, read_topic
 from .metrics import KafkaLagCollector, ProducerMetrics, StreamMetrics, serve
 
 log = logging.getLogger("energy_monitor")
@@ -67,8 +68,9 @@ def cmd_produce(settings: Settings, args) -> int:
     from .producer import simulate
     from .simulator import Simulator
 
+    start = args.start if args.start is not None else _resume_point(settings, int(time.time()))
     simulator = Simulator(settings.households, settings.tick_seconds, settings.jitter_pct,
-                          settings.sim_seed, int(args.start if args.start is not None else time.time()))
+                          settings.sim_seed, start)
     log.info("simulating %d households, tick %ds, speedup %g, seed %d -> %s", settings.households,
              settings.tick_seconds, settings.speedup, settings.sim_seed, settings.readings_topic)
     result = simulate(_producer(settings, settings.producer_metrics_port), simulator, 0 if args.no_pacing else settings.speedup,
@@ -78,6 +80,27 @@ def cmd_produce(settings: Settings, args) -> int:
     if result.failed or result.unflushed:
         raise CliError(f"{result.failed + result.unflushed} readings not delivered: {result.last_error}")
     return 0
+
+
+def _resume_point(settings: Settings, now: int) -> int:
+    """Where the simulated clock starts: now, or after the newest reading already in the topic.
+
+    With SPEEDUP > 1 event time runs ahead of the wall clock; a restarted simulator that began
+    at `now` again would send readings the stream's watermark has long passed (all dropped as
+    late), so it continues its clock instead.
+    """
+    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    newest = now - settings.tick_seconds
+    for value in last_values(settings.bootstrap_servers, settings.readings_topic):
+        stamp = value.split(b",", 1)[0].decode("utf-8", "replace")
+        try:
+            newest = max(newest, int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()))
+        except ValueError:
+            continue  # not a reading of ours: it cannot tell where the clock was
+    if newest >= now:
+        log.info("continuing the simulated clock after the newest reading in %s (%s)",
+                 settings.readings_topic, datetime.fromtimestamp(newest, tz=timezone.utc).isoformat())
+    return max(now, newest + settings.tick_seconds)
 
 
 def cmd_replay(settings: Settings, args) -> int:

@@ -154,3 +154,22 @@ def read_topic(bootstrap: str, topic: str, from_beginning: bool = True,
             yield msg
     finally:
         consumer.close()
+
+
+def last_values(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:
+    """The newest record of each non-empty partition (no consumer group, nothing committed)."""
+    ends = topic_end_offsets(bootstrap, topic, timeout_s)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-probe",
+                         "enable.auto.commit": False})
+    try:
+        values = []
+        for partition, end in ends.items():
+            if end == 0:
+                continue
+            consumer.assign([TopicPartition(topic, partition, end - 1)])
+            msg = consumer.poll(timeout_s)
+            if msg is not None and not msg.error() and msg.value() is not None:
+                values.append(msg.value())
+        return values
+    finally:
+        consumer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections import Counter
 
 import pytest
 
@@ -52,3 +53,16 @@ def test_cli_errors_are_one_line(make_settings, tmp_path):
     bad_mode = run_cli(dataclasses.replace(dead, run_mode="fast"), "status", check=False)
     assert bad_mode.returncode == 2 and "RUN_MODE" in bad_mode.stderr
     assert "Traceback" not in result.stderr + missing.stderr + bad_mode.stderr
+
+
+def test_restarted_simulator_continues_its_clock(make_settings):
+    settings = make_settings(households=5, producer_metrics_port=0)
+    run_cli(settings, "produce", "--count", "50", "--no-pacing")  # 10 ticks, 150 s ahead of now
+    first = Counter(m.value() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+                                                  stop_at_end=True))
+    run_cli(settings, "produce", "--count", "5", "--no-pacing")
+    every = Counter(m.value() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+                                                  stop_at_end=True))
+    second = every - first
+    assert sum(first.values()) == 50 and sum(second.values()) == 5
+    assert min(v.split(b",")[0] for v in second) > max(v.split(b",")[0] for v in first)
