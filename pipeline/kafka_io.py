@@ -109,16 +109,28 @@ class ReadingProducer:
         return self._producer.flush(timeout_s)
 
 
+_SETTLING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-probe",
                          "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout_s
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        partitions = metadata.topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-                for p in partitions}
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"cannot read {topic} at {bootstrap}: {exc}") from None
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=timeout_s)
+                partitions = metadata.topics[topic].partitions
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                        for p in partitions}
+            except KafkaException as exc:
+                # A topic created a moment ago may not have its partition leaders yet.
+                error = exc.args[0]
+                settling = error.retriable() or error.code() in _SETTLING
+                if not settling or time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"cannot read {topic} at {bootstrap}: {exc}") from None
+                time.sleep(0.5)
     finally:
         consumer.close()
 
