@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit test-compose compose-up compose-down clean-var
+.PHONY: deps up down status test test-unit test-compose compose-up compose-down bench bench-quick clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -40,6 +40,14 @@ compose-up: deps
 
 compose-down:
 	scripts/compose-local.sh down
+
+# Ours vs the original query, side by side (README, "Performance"); writes bench/latest.{json,png}.
+bench: deps
+	$(VENV)/bin/python bench/run.py
+
+# The same runs at small sizes (CI): only checks that the benchmark completes.
+bench-quick: deps
+	$(VENV)/bin/python bench/run.py --quick --output var/bench-quick
 
 clean-var: down
 	rm -rf var

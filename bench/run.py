@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--live-households", type=int, default=2_500, help="readings per tick under live load")
     parser.add_argument("--speedup", type=float, default=7.5, help="event-time speed of the live load")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
     args = parser.parse_args()
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
@@ -268,8 +269,9 @@ def main() -> None:
         "machine": machine(),
         "quick": args.quick,
     }
-    (OUT / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    chart(result, OUT / "latest.png")
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, args.output / "latest.png")
     print()
     print(f"{'measure':<34}{'ours':>14}{'original':>14}{'ratio':>10}")
     for mode in ("demo", "prod"):
@@ -280,7 +282,7 @@ def main() -> None:
     for name, value in clients.items():
         print(f"{'producer ' + name + ' readings/s':<34}{value:>14,}")
     print(f"{'peak RSS (MiB)':<34}{json.dumps(result['memory'])}")
-    print(f"wrote {OUT / 'latest.json'} and {OUT / 'latest.png'}")
+    print(f"wrote {args.output / 'latest.json'} and {args.output / 'latest.png'}")
 
 
 if __name__ == "__main__":

@@ -81,9 +81,17 @@ def wait_for(what, check, timeout_s, every_s=3.0):
         time.sleep(every_s)
 
 
+def health() -> dict[str, str]:
+    """service -> its container's status, e.g. 'Up 2 minutes (healthy)'."""
+    out = subprocess.run(["docker", "ps", "--filter", "label=com.docker.compose.project=energy-monitor",
+                          "--format", '{{.Label "com.docker.compose.service"}}\t{{.Status}}'],
+                         capture_output=True, text=True).stdout
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+
 def healthy(services: list[str]) -> bool:
-    out = local("ps", check=False).stdout
-    return all(re.search(rf"{s}.*\(healthy\)", out) for s in services)
+    status = health()
+    return all("(healthy)" in status.get(s, "") for s in services)
 
 
 def count(topic: str) -> int:
