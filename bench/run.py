@@ -54,6 +54,20 @@ def fill(settings: Settings, households: int, ticks: int) -> int:
     return producer.stats.acknowledged
 
 
+def simulator_throughput(settings: Settings, readings: int) -> int:
+    """The real producer path: `energy-monitor produce --no-pacing` (simulator, format, send)."""
+    from pipeline.producer import simulate
+
+    run = dataclasses.replace(settings, readings_topic=f"sim_{uuid.uuid4().hex[:8]}")
+    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions})
+    producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
+    started = time.perf_counter()
+    summary = simulate(producer, Simulator(1000, 15, 10.0, 1, START), 0, count=readings)
+    elapsed = time.perf_counter() - started
+    assert summary.acknowledged == readings, summary
+    return round(readings / elapsed)
+
+
 def original_stream(spark, settings: Settings):
     """The seed's query: parse, 10-min watermark, sliding window sum, filter, JSON (append mode)."""
     from pyspark.sql import functions as F
@@ -252,7 +266,8 @@ def main() -> None:
                                 speedup=args.speedup, stream_metrics_port=0)
             print("producer throughput", flush=True)
             data = producer_clients.readings(50_000 if args.quick else 500_000)
-            clients = {}
+            clients = {"simulator+confluent-kafka": simulator_throughput(settings, len(data))}
+            print(f"  {'simulator+confluent':<16} {clients['simulator+confluent-kafka']:>10,} readings/s", flush=True)
             for name, run in (("confluent-kafka", producer_clients.confluent), ("kafka-python", producer_clients.kafka_python)):
                 topic = f"bench_{uuid.uuid4().hex[:8]}"
                 ensure_topics(bootstrap, {topic: 4})
@@ -298,6 +313,10 @@ def main() -> None:
         print(f"{'latency demo ' + q + ' (s)':<34}{str(lat['ours'][q]):>14}{str(lat['original'][q]):>14}")
     for name, value in clients.items():
         print(f"{'producer ' + name + ' readings/s':<34}{value:>14,}")
+    for mode in ("demo", "prod"):
+        detail = drained[mode]
+        print(f"{'state after drain ' + mode + ' (MiB)':<34}{detail['ours']['state_memory_mib']:>14}"
+              f"{detail['original']['state_memory_mib']:>14}")
     print(f"{'peak RSS (MiB)':<34}{json.dumps(result['memory'])}")
     print(f"wrote {args.output / 'latest.json'} and {args.output / 'latest.png'}")
 
