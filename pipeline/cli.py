@@ -125,7 +125,7 @@ def cmd_stream(settings: Settings, args) -> int:
     ensure_topics(settings.bootstrap_servers, stack.topics(settings))
     spark = spark_session(settings)
     totals = RunTotals()
-    on_batch = totals.add
+    metrics = None
     if settings.stream_metrics_port:
         registry = CollectorRegistry()
         metrics = StreamMetrics(registry, settings.rule.mode,
@@ -133,9 +133,11 @@ def cmd_stream(settings: Settings, args) -> int:
         attach_metrics(spark, metrics)
         serve(registry, settings.metrics_host, settings.stream_metrics_port)
 
-        def on_batch(counts):
-            totals.add(counts)
+    def on_batch(counts) -> None:
+        totals.add(counts)
+        if metrics is not None:
             metrics.observe_batch(counts.alerts, counts.late_readings, counts.invalid_by_reason)
+
     query = start_query(spark, settings, once=args.once, on_batch=on_batch)
     try:
         query.awaitTermination()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -49,7 +49,6 @@ class DeliveryStats:
     acknowledged: int = 0
     failed: int = 0
     last_error: str | None = None
-    latencies_s: list[float] = field(default_factory=list)
 
 
 class ReadingProducer:
@@ -75,34 +74,40 @@ class ReadingProducer:
         self.topic = topic
         self.stats = DeliveryStats()
         self._on_delivery = on_delivery
+        self._sent = 0
 
     def _on_error(self, err: KafkaError) -> None:
         log.warning("kafka client error: %s", err.str())
         self.stats.last_error = err.str()
 
-    def _delivered(self, sent_at: float):
-        def report(err, _msg) -> None:
-            latency = time.monotonic() - sent_at
-            if err is None:
-                self.stats.acknowledged += 1
-            else:
-                self.stats.failed += 1
-                self.stats.last_error = err.str()
-                log.error("delivery failed: %s", err.str())
-            if self._on_delivery:
-                self._on_delivery(err is None, latency)
-        return report
+    def _delivered(self, err, msg) -> None:
+        if err is None:
+            self.stats.acknowledged += 1
+        else:
+            self.stats.failed += 1
+            self.stats.last_error = err.str()
+            log.error("delivery failed: %s", err.str())
+        if self._on_delivery:
+            # librdkafka measures produce() -> acknowledgement itself.
+            self._on_delivery(err is None, msg.latency() or 0.0)
 
     def send(self, key: str | bytes | None, value: bytes | str) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key,
-                                       on_delivery=self._delivered(time.monotonic()))
+                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered)
                 break
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it (backpressure).
                 self._producer.poll(0.1)
-        self._producer.poll(0)
+        self._sent += 1
+        if self._sent % 1000 == 0:  # serve delivery callbacks without a system call per record
+            self._producer.poll(0)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep while serving delivery callbacks (so acknowledgements are counted promptly)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._producer.poll(left)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still unacknowledged."""

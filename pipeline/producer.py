@@ -9,7 +9,7 @@ from typing import Callable
 
 from .importers import convert
 from .kafka_io import ReadingProducer
-from .simulator import Simulator, format_reading
+from .simulator import Simulator, format_reading, utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,9 @@ def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
             households = simulator.homes.ids
             if count is not None:
                 households = households[: count - sent]
-            for household, value in zip(households, kwh):
-                producer.send(household, format_reading(epoch, household, float(value)))
+            stamp = utc_stamp(epoch)
+            for household, value in zip(households, kwh.tolist()):
+                producer.send(household, format_reading(epoch, household, value, stamp=stamp))
             sent += len(households)
             if on_sent:
                 on_sent(len(households))
@@ -57,8 +58,7 @@ def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
                          producer.stats.acknowledged, producer.stats.failed)
                 next_progress = now + PROGRESS_EVERY_S
             next_tick += tick_wall_s
-            if next_tick > now:
-                time.sleep(next_tick - now)
+            producer.wait(next_tick - now)
     except KeyboardInterrupt:
         log.info("interrupted; flushing")
     return _summary(producer, sent, 30.0)

@@ -20,13 +20,18 @@ BURST_KW_RANGE = (2.0, 7.0)
 BURST_MINUTES_RANGE = (2, 25)
 
 
-def format_reading(epoch_s: int, household_id: str, kwh: float, decimals: int = 5) -> str:
-    """The contract's line: `2026-01-05T17:00:15Z,H001,0.01234` (no spaces, UTC, whole seconds)."""
-    stamp = datetime.fromtimestamp(epoch_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_stamp(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_reading(epoch_s: int, household_id: str, kwh: float, decimals: int = 5,
+                   stamp: str | None = None) -> str:
+    """The contract's line: `2026-01-05T17:00:15Z,H001,0.01234` (no spaces, UTC, whole seconds).
+    `stamp` is utc_stamp(epoch_s) when the caller already has it (one per tick, not per reading)."""
     value = f"{kwh:.{decimals}f}"
     if "." in value and decimals > 5:
         value = value.rstrip("0").rstrip(".")
-    return f"{stamp},{household_id},{value}"
+    return f"{stamp or utc_stamp(epoch_s)},{household_id},{value}"
 
 
 def household_ids(count: int) -> list[str]:
