@@ -21,6 +21,7 @@ ensure_docker() {
   if docker info >/dev/null 2>&1; then return; fi
   if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null; then
     say "installing docker.io, docker-compose, debootstrap"
+    apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io docker-compose debootstrap
   fi
   mkdir -p "$VAR"
