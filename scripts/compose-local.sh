@@ -87,6 +87,8 @@ case "${1:-up}" in
     [ -d .cache/jars/spark ] && [ -d .cache/jars/kafka ] || scripts/bootstrap.sh
     say "building and starting ${SERVICES[*]}"
     compose build
+    # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.
+    docker image prune -f >/dev/null
     compose up -d "${SERVICES[@]}"
     compose ps
     ;;
