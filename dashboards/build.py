@@ -66,7 +66,7 @@ def pipeline_health() -> db.Dashboard:
             .with_panel(series("Lag in seconds", "s", "Watermark lag of the stream job and age of the oldest unconsumed alert per group.",
                                query("energy:stream_watermark_lag_seconds:max", "watermark lag"),
                                query("energy:consumer_group_lag_seconds:max", "{{group}} on {{topic}}", "B")))
-            .with_panel(series("Batch duration", "s", "Last micro-batch duration and processing rate.",
+            .with_panel(series("Batch duration", "s", "Last micro-batch duration and the producer's p99 delivery latency.",
                                query("energy:stream_batch_duration_seconds:max", "batch duration"),
                                query("energy:producer_delivery_latency_seconds:p99_5m", "producer p99 delivery", "B")))
             .with_panel(series("Invalid and late readings", "rps", "Dead letters by reason and readings dropped as late.",
