@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,16 +17,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import broker  # noqa: E402
-from pipeline.kafka_io import BrokerUnavailable, ensure_topics  # noqa: E402
-from pipeline.simulator import Simulator, format_reading  # noqa: E402
+from pipeline.kafka_io import ensure_topics  # noqa: E402
+from pipeline.simulator import Simulator  # noqa: E402
 
 
 def readings(n: int) -> list[tuple[bytes, bytes]]:
-    sim = Simulator(1000, 15, 10.0, 1, 1_783_000_800)
+    lines = Simulator(1000, 15, 10.0, 1, 1_783_000_800).lines()
     out = []
     while len(out) < n:
-        epoch, kwh = sim.tick()
-        out += [(h.encode(), format_reading(epoch, h, float(v)).encode()) for h, v in zip(sim.homes.ids, kwh)]
+        household, line = next(lines)
+        out.append((household.encode(), line.encode()))
     return out[:n]
 
 
@@ -66,27 +65,6 @@ def kafka_python(bootstrap: str, topic: str, data) -> tuple[float, int]:
     return elapsed, len(failed)
 
 
-def start_broker(folder: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    command = broker.prepare(folder, "127.0.0.1", ports[0], ports[1])
-    process = subprocess.Popen(command, stdout=(folder / "broker.log").open("wb"), stderr=subprocess.STDOUT)
-    bootstrap = f"127.0.0.1:{ports[0]}"
-    for _ in range(90):
-        try:
-            ensure_topics(bootstrap, {}, timeout_s=2)
-            return process, bootstrap
-        except BrokerUnavailable:
-            time.sleep(1)
-    process.kill()
-    raise SystemExit("temporary broker did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=200_000)
@@ -96,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         bootstrap = args.bootstrap
         if bootstrap is None:
-            process, bootstrap = start_broker(Path(folder))
+            process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
             data = readings(args.readings)
             results = {}
@@ -117,8 +95,7 @@ def main() -> None:
             print(json.dumps(results))
         finally:
             if process is not None:
-                process.terminate()
-                process.wait(30)
+                broker.stop(process)
 
 
 if __name__ == "__main__":

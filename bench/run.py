@@ -26,17 +26,18 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import producer_clients  # noqa: E402
+from pipeline import broker  # noqa: E402
+from pipeline.clock import parse_utc  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
+from pipeline.driver import spark_session, start_query, trigger  # noqa: E402
 from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic, topic_end_offsets  # noqa: E402
-from pipeline.simulator import Simulator, format_reading  # noqa: E402
-from pipeline.stream import build_stream, make_sink, spark_session  # noqa: E402
+from pipeline.simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 START = 1_783_000_800
@@ -45,11 +46,8 @@ START = 1_783_000_800
 def fill(settings: Settings, households: int, ticks: int) -> int:
     ensure_topics(settings.bootstrap_servers, {settings.readings_topic: settings.readings_partitions})
     producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
-    sim = Simulator(households, 15, 10.0, 1, START)
-    for _ in range(ticks):
-        epoch, kwh = sim.tick()
-        for household, value in zip(sim.homes.ids, kwh):
-            producer.send(household, format_reading(epoch, household, float(value)))
+    for household, line in Simulator(households, 15, 10.0, 1, START).lines(ticks):
+        producer.send(household, line)
     assert producer.flush(120) == 0 and producer.stats.failed == 0
     return producer.stats.acknowledged
 
@@ -94,14 +92,12 @@ def original_stream(spark, settings: Settings):
 def start(spark, settings: Settings, which: str, once: bool):
     checkpoint = Path(settings.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
     if which == "ours":
-        writer = build_stream(spark, settings).writeStream.foreachBatch(make_sink(settings, lambda _c: None))
-    else:
-        writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")
-                  .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-                  .option("topic", settings.alerts_topic))
-    writer = writer.option("checkpointLocation", str(checkpoint))
-    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=settings.trigger_interval)
-    return writer.start()
+        return start_query(spark, settings, once, on_batch=lambda _counts: None, checkpoint=checkpoint)
+    writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")
+              .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+              .option("topic", settings.alerts_topic)
+              .option("checkpointLocation", str(checkpoint)))
+    return trigger(writer, settings, once).start()
 
 
 def drain(spark, settings: Settings, readings: int) -> dict:
@@ -123,13 +119,9 @@ def drain(spark, settings: Settings, readings: int) -> dict:
     return out
 
 
-def epoch_of(stamp: str) -> int:
-    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
-
-
 def window_starts(stamp: str, window_s: int, slide_s: int) -> range:
     """Starts of the epoch-aligned windows [s, s + window) that contain the reading."""
-    t = epoch_of(stamp)
+    t = parse_utc(stamp)
     last = t - t % slide_s
     return range(last - window_s + slide_s, last + 1, slide_s)
 
@@ -167,9 +159,8 @@ def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
         stop = time.monotonic() + seconds
         next_tick = time.monotonic()
         while time.monotonic() < stop:
-            epoch, kwh = sim.tick()
-            for household, value in zip(sim.homes.ids, kwh):
-                producer.send(household, format_reading(epoch, household, float(value)))
+            for household, line in sim.tick_lines()[1]:
+                producer.send(household, line)
             next_tick += 15 / settings.speedup
             time.sleep(max(0.0, next_tick - time.monotonic()))
         producer.flush(60)
@@ -180,7 +171,7 @@ def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
         delays = []
         for msg in read_topic(run.bootstrap_servers, run.alerts_topic, stop_at_end=True, idle_timeout_s=5):
             alert = json.loads(msg.value())
-            key = (alert["household_id"], epoch_of(alert["window_start"]))
+            key = (alert["household_id"], parse_utc(alert["window_start"]))
             if key in crossed:
                 delays.append(msg.timestamp()[1] / 1000 - crossed[key])
         delays.sort()
@@ -259,11 +250,13 @@ def main() -> None:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
 
     with tempfile.TemporaryDirectory() as folder:
-        process, bootstrap = producer_clients.start_broker(Path(folder))
+        process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
+            # The drain reads the whole backlog in one batch, as the original query does.
             settings = Settings(bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
                                 dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
-                                speedup=args.speedup, stream_metrics_port=0)
+                                speedup=args.speedup, stream_metrics_port=0, starting_offsets="earliest",
+                                max_offsets_per_trigger=100_000_000)
             print("producer throughput", flush=True)
             data = producer_clients.readings(50_000 if args.quick else 500_000)
             clients = {"simulator+confluent-kafka": simulator_throughput(settings, len(data))}
@@ -287,8 +280,7 @@ def main() -> None:
             memory = peak_rss_mib()
             spark.stop()
         finally:
-            process.terminate()
-            process.wait(30)
+            broker.stop(process)
 
     result = {
         "readings": readings, "households": args.households,

@@ -7,12 +7,13 @@ Metrics belong to the Grafana dashboards; this page only shows alerts.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import pandas as pd
+
+from pipeline.alerts import parse_alert
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,11 @@ COLUMNS = ["detected_at", "household_id", "window_start", "window_end", "kwh", "
 
 
 class AlertFeed:
-    """Alerts by alert_id (a re-delivered alert replaces itself), newest kept up to max_rows."""
+    """Alerts by alert_id (a re-delivered alert replaces itself), newest kept up to max_rows.
+
+    A record that is not an alert is counted in `unreadable` (its reason kept in
+    `recent_problems`) and skipped. Offsets are stored for commit only after a fetched batch
+    has been kept, so a failure mid-batch re-reads it rather than losing it."""
 
     def __init__(self, bootstrap: str, topic: str, group: str, max_rows: int = 5000):
         from confluent_kafka import Consumer
@@ -31,12 +36,14 @@ class AlertFeed:
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
             "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
+            "enable.auto.offset.store": False,
         })
         self._consumer.subscribe([topic])
         self._alerts: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self.malformed = 0
+        self.unreadable = 0
+        self.recent_problems: deque[str] = deque(maxlen=5)
 
     def check_broker(self, timeout_s: float = 3.0) -> None:
         """Raises KafkaException when the broker does not answer."""
@@ -46,25 +53,30 @@ class AlertFeed:
         """Fetch what is waiting; returns how many new alert ids arrived."""
         with self._lock:
             before = len(self._alerts)
+            kept = []
             for msg in self._consumer.consume(max_messages, timeout=timeout_s):
                 if msg.error():
                     self.last_error = msg.error().str()
                     continue
-                self._add(msg.value())
+                self._add(msg)
+                kept.append(msg)
             while len(self._alerts) > self.max_rows:
                 self._alerts.popitem(last=False)
+            for msg in kept:
+                self._consumer.store_offsets(message=msg)
             return len(self._alerts) - before
 
-    def _add(self, value: bytes) -> None:
-        try:
-            alert = json.loads(value)
-            key = alert["alert_id"]
-        except (ValueError, KeyError, TypeError):
-            self.malformed += 1
-            log.warning("not an alert: %r", value[:200])
+    def _add(self, msg) -> None:
+        parsed = parse_alert(msg.value())
+        if parsed.alert is None:
+            self.unreadable += 1
+            where = f"partition {msg.partition()} offset {msg.offset()}"
+            self.recent_problems.append(f"{where}: {parsed.problem}")
+            log.warning("unreadable record in %s at %s: %s", self.topic, where, parsed.problem)
             return
+        key = parsed.alert["alert_id"]
         self._alerts.pop(key, None)
-        self._alerts[key] = alert
+        self._alerts[key] = parsed.alert
 
     def frame(self) -> pd.DataFrame:
         with self._lock:
@@ -103,6 +115,9 @@ def main() -> None:
                      "This page keeps retrying.")
             return
         feed.poll()
+        if feed.unreadable:
+            st.warning(f"{feed.unreadable} unreadable records in {settings.alerts_topic} skipped "
+                       f"(latest: {'; '.join(feed.recent_problems)})")
         frame = feed.frame()
         if frame.empty:
             st.info("No alerts yet. They appear here as soon as the stream job emits them.")
@@ -118,7 +133,7 @@ def main() -> None:
         chart_left.subheader("Alerts by household")
         chart_left.bar_chart(shown.groupby("household_id").size().rename("alerts"))
         chart_right.subheader("Window sums that alerted (kWh)")
-        chart_right.line_chart(shown.assign(window_start=pd.to_datetime(shown.window_start)).pivot_table(
+        chart_right.line_chart(shown.assign(window_start=pd.to_datetime(shown.window_start, utc=True)).pivot_table(
             index="window_start", columns="household_id", values="kwh", aggfunc="max"))
 
     live()

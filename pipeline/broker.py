@@ -2,13 +2,17 @@
 
 `prepare()` writes the configuration and formats the storage once; the data folder survives
 restarts, so topics and offsets do too. The controller listener binds to 127.0.0.1 only.
+`start()` runs it and waits until it answers (the tests and the benchmark); the local stack
+runs `prepare()`'s command itself and polls `is_ready()`.
 """
 from __future__ import annotations
 
 import base64
 import logging
 import shutil
+import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -98,3 +102,62 @@ def prepare(data_dir: Path, host: str, port: int, controller_port: int) -> list[
             raise RuntimeError(f"formatting Kafka storage in {data_dir} failed: {result.stderr.strip()[-500:]}")
         log.info("formatted Kafka storage in %s", data_dir)
     return base + ["kafka.Kafka", str(config)]
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """The first host:port of a bootstrap list."""
+    host, _, port = address.split(",")[0].strip().rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for brokers and exporters of tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def is_ready(bootstrap: str) -> bool:
+    """The broker answers a metadata request. The port is checked first, so a broker that is
+    still starting costs no client connection (and no librdkafka 'Connection refused' lines)."""
+    from .kafka_io import BrokerUnavailable, ensure_topics
+
+    if not port_open(*host_port(bootstrap)):
+        return False
+    try:
+        ensure_topics(bootstrap, {}, timeout_s=2.0)
+        return True
+    except BrokerUnavailable:
+        return False
+
+
+def start(data_dir: Path, port: int, controller_port: int, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
+    """Run a broker on 127.0.0.1:port with its data and log (`broker.log`) in data_dir, and wait
+    until it answers. Returns the process and its bootstrap address."""
+    command = prepare(data_dir, "127.0.0.1", port, controller_port)
+    with (data_dir / "broker.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    bootstrap = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while not is_ready(bootstrap):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Kafka broker did not start (exit code {process.poll()}); "
+                               f"see {data_dir / 'broker.log'}")
+        time.sleep(0.5)
+    return process, bootstrap
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

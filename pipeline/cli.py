@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from . import stack
-from .config import ConfigError, Settings, load_settings, parse_duration
+from .config import ConfigError, Settings, load_settings
 from .importers import FORMATS
-from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, last_values, read_topic
-from .metrics import KafkaLagCollector, ProducerMetrics, StreamMetrics, serve
+from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
+from .metrics import KafkaLagCollector, ProducerMetrics, serve
 
 log = logging.getLogger("energy_monitor")
 
@@ -53,7 +54,7 @@ def cmd_status(settings: Settings, _args) -> int:
 
 
 def _producer(settings: Settings, metrics_port: int = 0) -> ReadingProducer:
-    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    ensure_topics(settings.bootstrap_servers, settings.topics)
     on_delivery = None
     if metrics_port:
         registry = CollectorRegistry()
@@ -63,44 +64,26 @@ def _producer(settings: Settings, metrics_port: int = 0) -> ReadingProducer:
 
 
 def cmd_produce(settings: Settings, args) -> int:
-    import time
-
-    from .producer import simulate
+    from .producer import resume_point, simulate
     from .simulator import Simulator
 
-    start = args.start if args.start is not None else _resume_point(settings, int(time.time()))
+    producer = _producer(settings, settings.producer_metrics_port)
+    start = args.start
+    if start is None:
+        start = resume_point(settings.bootstrap_servers, settings.readings_topic, settings.tick_seconds,
+                             int(time.time()), settings.simulator_lead_s)
     simulator = Simulator(settings.households, settings.tick_seconds, settings.jitter_pct,
                           settings.sim_seed, start)
-    log.info("simulating %d households, tick %ds, speedup %g, seed %d -> %s", settings.households,
-             settings.tick_seconds, settings.speedup, settings.sim_seed, settings.readings_topic)
-    result = simulate(_producer(settings, settings.producer_metrics_port), simulator, 0 if args.no_pacing else settings.speedup,
-                      args.count, args.duration)
+    log.info("simulating %d households, tick %ds, speedup %g (at most %ds ahead of the clock), seed %d -> %s",
+             settings.households, settings.tick_seconds, settings.speedup, settings.simulator_lead_s,
+             settings.sim_seed, settings.readings_topic)
+    result = simulate(producer, simulator, 0 if args.no_pacing else settings.speedup, args.count,
+                      args.duration, max_lead_s=settings.simulator_lead_s)
     print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
           f"unacknowledged {result.unflushed}")
     if result.failed or result.unflushed:
         raise CliError(f"{result.failed + result.unflushed} readings not delivered: {result.last_error}")
     return 0
-
-
-def _resume_point(settings: Settings, now: int) -> int:
-    """Where the simulated clock starts: now, or after the newest reading already in the topic.
-
-    With SPEEDUP > 1 event time runs ahead of the wall clock; a restarted simulator that began
-    at `now` again would send readings the stream's watermark has long passed (all dropped as
-    late), so it continues its clock instead.
-    """
-    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
-    newest = now - settings.tick_seconds
-    for value in last_values(settings.bootstrap_servers, settings.readings_topic):
-        stamp = value.split(b",", 1)[0].decode("utf-8", "replace")
-        try:
-            newest = max(newest, int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()))
-        except ValueError:
-            continue  # not a reading of ours: it cannot tell where the clock was
-    if newest >= now:
-        log.info("continuing the simulated clock after the newest reading in %s (%s)",
-                 settings.readings_topic, datetime.fromtimestamp(newest, tz=timezone.utc).isoformat())
-    return max(now, newest + settings.tick_seconds)
 
 
 def cmd_replay(settings: Settings, args) -> int:
@@ -120,36 +103,9 @@ def cmd_replay(settings: Settings, args) -> int:
 
 
 def cmd_stream(settings: Settings, args) -> int:
-    from .stream import RunTotals, attach_metrics, spark_session, start_query
+    from .driver import run
 
-    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
-    spark = spark_session(settings)
-    totals = RunTotals()
-    metrics = None
-    if settings.stream_metrics_port:
-        registry = CollectorRegistry()
-        metrics = StreamMetrics(registry, settings.rule.mode,
-                                parse_duration(settings.trigger_interval, "TRIGGER_INTERVAL"))
-        attach_metrics(spark, metrics)
-        serve(registry, settings.metrics_host, settings.stream_metrics_port)
-
-    def on_batch(counts) -> None:
-        totals.add(counts)
-        if metrics is not None:
-            metrics.observe_batch(counts.alerts, counts.late_readings, counts.invalid_by_reason)
-
-    query = start_query(spark, settings, once=args.once, on_batch=on_batch)
-    try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log.info("stopping the query")
-        query.stop()
-    failure = query.exception()
-    if failure is not None:
-        log.error("stream query failed: %s", failure)
-        first_line = str(failure).strip().splitlines()[0] if str(failure).strip() else repr(failure)
-        raise CliError(f"stream query failed: {first_line} (details in the log above)")
-    print(totals.summary())
+    print(run(settings, once=args.once).summary())
     return 0
 
 
@@ -185,10 +141,21 @@ def cmd_view(settings: Settings, _args) -> int:
 
 
 def cmd_alerts(settings: Settings, args) -> int:
-    ensure_topics(settings.bootstrap_servers, stack.topics(settings))
+    from .alerts import parse_alert
+
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    unreadable = 0
     for msg in read_topic(settings.bootstrap_servers, settings.alerts_topic,
                           from_beginning=args.from_beginning, idle_timeout_s=args.timeout):
-        print(msg.value().decode("utf-8"), flush=True)
+        parsed = parse_alert(msg.value())
+        if parsed.alert is None:
+            unreadable += 1
+            print(f"unreadable record at partition {msg.partition()} offset {msg.offset()}: "
+                  f"{parsed.problem}", file=sys.stderr, flush=True)
+            continue
+        print(json.dumps(parsed.alert, separators=(",", ":")), flush=True)
+    if unreadable:
+        print(f"{unreadable} unreadable records skipped", file=sys.stderr)
     return 0
 
 

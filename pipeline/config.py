@@ -1,14 +1,18 @@
 """Settings: read from the environment once, at an entry point, into one frozen object.
 
-Every variable here has its default in `.env.example`; the README's configuration table
-lists them all. Components take plain values from `Settings`, never `os.environ`.
+`load_settings()` reads the process environment over the `.env` file of the working directory.
+Every field's variable is its name in capitals (`run_mode` -> `RUN_MODE`), plus the aliases of
+the original design in `ALIASES`. A `Settings` validates itself when it is built, however it
+is built, and holds what the components need already parsed: the alert `rule`, the trigger
+interval in seconds and the topic layout. Every variable has its default in `.env.example`.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -18,17 +22,29 @@ MODES = {
     "demo": {"window": "1 minute", "slide": "15 seconds", "threshold": 0.05},
     "prod": {"window": "15 minutes", "slide": "15 seconds", "threshold": 2.0},
 }
+STARTING_OFFSETS = ("recent", "earliest", "latest")
+ALIASES = {"readings_topic": ("SOURCE_TOPIC", "TOPIC")}
+KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
+# 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
+# maximal readings of one household in one window.
+MAX_READING_KWH_LIMIT = 1000.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _UNITS = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
 }
-_DURATION = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*([a-z]+)\s*$")
 
 
 class ConfigError(ValueError):
     """A setting has a value the pipeline cannot run with; the message names it."""
+
+
+def env_name(field_name: str) -> str:
+    return field_name.upper()
 
 
 def parse_duration(text: str, name: str = "duration") -> int:
@@ -65,6 +81,10 @@ class Rule:
         return self.window_s // self.slide_s
 
     @property
+    def threshold_units(self) -> int:
+        return int(round(self.threshold_kwh * KWH_UNITS))
+
+    @property
     def description(self) -> str:
         return f"kwh>{self.threshold_kwh!r} over {human_duration(self.window_s)}"
 
@@ -74,25 +94,44 @@ class Rule:
         return f"w{self.window_s}-s{self.slide_s}-t{self.threshold_kwh:g}"
 
 
-def make_rule(mode: str, window: str | None = None, slide: str | None = None,
-              threshold: str | float | None = None, watermark: str = "10 minutes") -> Rule:
+def make_rule(mode: str, window: str = "", slide: str = "", threshold: str = "",
+              watermark: str = "10 minutes") -> Rule:
     if mode not in MODES:
         raise ConfigError(f"RUN_MODE: must be one of {', '.join(MODES)}, got {mode!r}")
     base = MODES[mode]
     window_s = parse_duration(window or base["window"], "WINDOW_DURATION")
     slide_s = parse_duration(slide or base["slide"], "SLIDE_DURATION")
-    try:
-        threshold_kwh = float(base["threshold"] if threshold in (None, "") else threshold)
-    except ValueError:
-        raise ConfigError(f"THRESHOLD_KWH: not a number: {threshold!r}") from None
-    if not threshold_kwh >= 0 or threshold_kwh == float("inf"):
-        raise ConfigError(f"THRESHOLD_KWH: must be a finite number >= 0, got {threshold!r}")
+    threshold_kwh = _number("THRESHOLD_KWH", base["threshold"] if threshold in (None, "") else threshold,
+                            0.0, MAX_READING_KWH_LIMIT * 1e6)
     if slide_s > window_s or window_s % slide_s:
         raise ConfigError(
             f"SLIDE_DURATION ({slide_s}s) must divide WINDOW_DURATION ({window_s}s): "
             "windows are built from slide-sized panes")
-    return Rule(mode, window_s, slide_s, threshold_kwh,
-                parse_duration(watermark, "WATERMARK_DELAY"))
+    return Rule(mode, window_s, slide_s, threshold_kwh, parse_duration(watermark, "WATERMARK_DELAY"))
+
+
+def _number(name: str, value, low: float, high: float, low_inclusive: bool = True) -> float:
+    """A finite number in [low, high] (or (low, high]); the error names the variable."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: not a number: {value!r}") from None
+    above_low = number >= low if low_inclusive else number > low
+    if not (math.isfinite(number) and above_low and number <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ConfigError(f"{name}: must be a finite number in {bracket}{low:g}, {high:g}], got {value!r}")
+    return number
+
+
+# Integer fields and their allowed range; anything else is rejected by name.
+_INT_RANGES = {
+    "readings_partitions": (1, 10_000), "shuffle_partitions": (1, 10_000), "state_buckets": (1, 1_000_000),
+    "max_offsets_per_trigger": (1, 100_000_000), "households": (1, 10_000_000),
+    "tick_seconds": (1, 86_400), "max_line_bytes": (64, 65_536),
+    "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
+    "stream_metrics_port": (0, 65_535), "exporter_port": (1, 65_535), "view_port": (1, 65_535),
+    "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535),
+}
 
 
 @dataclass(frozen=True)
@@ -108,6 +147,9 @@ class Settings:
     threshold_kwh: str = ""
     watermark_delay: str = "10 minutes"
     max_reading_kwh: float = 10.0
+    max_line_bytes: int = 1024
+    max_future_skew: str = "1 hour"
+    starting_offsets: str = "recent"
     checkpoint_root: str = str(PROJECT_ROOT / "var" / "checkpoints")
     var_dir: str = str(PROJECT_ROOT / "var")
     spark_master: str = "local[2]"
@@ -116,7 +158,7 @@ class Settings:
     shuffle_partitions: int = 4
     state_buckets: int = 64
     trigger_interval: str = "1 second"
-    max_offsets_per_trigger: int = 0
+    max_offsets_per_trigger: int = 200_000
     households: int = 50
     tick_seconds: int = 15
     speedup: float = 30.0
@@ -135,11 +177,49 @@ class Settings:
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
     log_level: str = "INFO"
+    # Derived when built (never read from the environment): the parsed forms of the above.
+    rule: Rule = field(init=False, compare=False, repr=False)
+    trigger_s: int = field(init=False, compare=False, repr=False)
+    future_skew_s: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "rule": make_rule(self.run_mode, self.window_duration, self.slide_duration,
+                              self.threshold_kwh, self.watermark_delay),
+            "trigger_s": parse_duration(self.trigger_interval, "TRIGGER_INTERVAL"),
+            "future_skew_s": parse_duration(self.max_future_skew, "MAX_FUTURE_SKEW"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"{env_name(name)}: must be an integer in [{low}, {high}], got {value}")
+        _number("MAX_READING_KWH", self.max_reading_kwh, 0.0, MAX_READING_KWH_LIMIT, low_inclusive=False)
+        _number("SPEEDUP", self.speedup, 0.0, 1e6, low_inclusive=False)
+        _number("JITTER_PCT", self.jitter_pct, 0.0, 99.0)
+        _number("VIEW_REFRESH_SECONDS", self.view_refresh_seconds, 0.1, 3600.0)
+        if self.starting_offsets not in STARTING_OFFSETS:
+            raise ConfigError(f"STARTING_OFFSETS: must be one of {', '.join(STARTING_OFFSETS)}, "
+                              f"got {self.starting_offsets!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("BOOTSTRAP_SERVERS: must name at least one host:port")
 
     @property
-    def rule(self) -> Rule:
-        return make_rule(self.run_mode, self.window_duration, self.slide_duration,
-                         self.threshold_kwh, self.watermark_delay)
+    def topics(self) -> dict[str, int]:
+        """Every topic the pipeline uses -> its partition count when it is created."""
+        return {self.readings_topic: self.readings_partitions, self.alerts_topic: 1, self.dlq_topic: 1}
+
+    @property
+    def simulator_lead_s(self) -> int:
+        """How far the simulator's event time may run ahead of the wall clock: half the skew the
+        job accepts, the other half left for clock differences between hosts."""
+        return self.future_skew_s // 2
 
     def checkpoint_dir(self) -> Path:
         """A checkpoint per everything that shapes the job's state, so a mode or rule switch
@@ -150,80 +230,46 @@ class Settings:
             self.state_buckets, self.shuffle_partitions, self.readings_topic, self.alerts_topic,
             self.dlq_topic))
         digest = hashlib.sha256(shape.encode()).hexdigest()[:10]
-        name = f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
-        return Path(self.checkpoint_root) / name
+        return Path(self.checkpoint_root) / f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make `load_settings` in another process build exactly these."""
+        return {env_name(f.name): str(getattr(self, f.name)) for f in fields(self) if f.init}
 
 
-# Environment variable -> field; aliases from the original design come after the main name.
-_ENV = {
-    "bootstrap_servers": ("BOOTSTRAP_SERVERS",),
-    "readings_topic": ("READINGS_TOPIC", "SOURCE_TOPIC", "TOPIC"),
-    "alerts_topic": ("ALERTS_TOPIC",),
-    "dlq_topic": ("DLQ_TOPIC",),
-    "readings_partitions": ("READINGS_PARTITIONS",),
-    "run_mode": ("RUN_MODE",),
-    "window_duration": ("WINDOW_DURATION",),
-    "slide_duration": ("SLIDE_DURATION",),
-    "threshold_kwh": ("THRESHOLD_KWH",),
-    "watermark_delay": ("WATERMARK_DELAY",),
-    "max_reading_kwh": ("MAX_READING_KWH",),
-    "checkpoint_root": ("CHECKPOINT_ROOT",),
-    "var_dir": ("VAR_DIR",),
-    "spark_master": ("SPARK_MASTER",),
-    "spark_driver_host": ("SPARK_DRIVER_HOST",),
-    "spark_bind_address": ("SPARK_BIND_ADDRESS",),
-    "shuffle_partitions": ("SHUFFLE_PARTITIONS",),
-    "state_buckets": ("STATE_BUCKETS",),
-    "trigger_interval": ("TRIGGER_INTERVAL",),
-    "max_offsets_per_trigger": ("MAX_OFFSETS_PER_TRIGGER",),
-    "households": ("HOUSEHOLDS",),
-    "tick_seconds": ("TICK_SECONDS",),
-    "speedup": ("SPEEDUP",),
-    "jitter_pct": ("JITTER_PCT",),
-    "sim_seed": ("SIM_SEED",),
-    "kafka_controller_port": ("KAFKA_CONTROLLER_PORT",),
-    "metrics_host": ("METRICS_HOST",),
-    "producer_metrics_port": ("PRODUCER_METRICS_PORT",),
-    "stream_metrics_port": ("STREAM_METRICS_PORT",),
-    "exporter_port": ("EXPORTER_PORT",),
-    "view_host": ("VIEW_HOST",),
-    "view_port": ("VIEW_PORT",),
-    "view_group": ("VIEW_GROUP",),
-    "view_refresh_seconds": ("VIEW_REFRESH_SECONDS",),
-    "prometheus_port": ("PROMETHEUS_PORT",),
-    "alertmanager_port": ("ALERTMANAGER_PORT",),
-    "alert_webhook_url": ("ALERT_WEBHOOK_URL",),
-    "log_level": ("LOG_LEVEL",),
-}
+def env_names() -> dict[str, str]:
+    """Field -> its environment variable (aliases in `ALIASES` are also read)."""
+    return {f.name: env_name(f.name) for f in fields(Settings) if f.init}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
 
 
 def _convert(name: str, kind: type, raw: str):
     try:
         return kind(raw)
     except ValueError:
-        raise ConfigError(f"{_ENV[name][0]}: expected {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{env_name(name)}: expected {'an integer' if kind is int else 'a number'}, "
+                          f"got {raw!r}") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the environment and check that they form a runnable rule."""
-    env = os.environ if env is None else env
+    """Settings from `env`, or from the process environment over `./.env`."""
+    if env is None:
+        env = {**read_env_file(Path.cwd() / ".env"), **os.environ}
     values = {}
-    for field in fields(Settings):
-        for var in _ENV[field.name]:
-            if var in env and env[var] != "":
-                kind = type(field.default)
-                values[field.name] = _convert(field.name, kind, env[var])
+    for f in fields(Settings):
+        if not f.init:
+            continue
+        for var in (env_name(f.name), *ALIASES.get(f.name, ())):
+            if env.get(var, "") != "":
+                kind = type(f.default)
+                values[f.name] = env[var].strip() if kind is str else _convert(f.name, kind, env[var])
                 break
     for name in ("checkpoint_root", "var_dir"):
         if name in values and not Path(values[name]).is_absolute():
             values[name] = str(PROJECT_ROOT / values[name])
-    settings = Settings(**values)
-    make_rule(settings.run_mode, settings.window_duration, settings.slide_duration,
-              settings.threshold_kwh, settings.watermark_delay)
-    parse_duration(settings.trigger_interval, "TRIGGER_INTERVAL")
-    for name in ("readings_partitions", "shuffle_partitions", "state_buckets", "households", "tick_seconds"):
-        if getattr(settings, name) <= 0:
-            raise ConfigError(f"{_ENV[name][0]}: must be positive, got {getattr(settings, name)}")
-    if settings.speedup <= 0 or not 0 <= settings.jitter_pct < 100:
-        raise ConfigError("SPEEDUP must be > 0 and JITTER_PCT in [0, 100)")
-    return settings
+    return Settings(**values)

@@ -91,10 +91,12 @@ class ReadingProducer:
             # librdkafka measures produce() -> acknowledgement itself.
             self._on_delivery(err is None, msg.latency() or 0.0)
 
-    def send(self, key: str | bytes | None, value: bytes | str) -> None:
+    def send(self, key: str | bytes | None, value: bytes | str | None, timestamp_ms: int = 0) -> None:
+        """Queue one record; `timestamp_ms` 0 lets the client stamp it with the current time."""
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered)
+                self._producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered,
+                                       timestamp=timestamp_ms)
                 break
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it (backpressure).
@@ -118,19 +120,25 @@ _SETTLING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABL
              KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
+def end_offsets(consumer: Consumer, topics, timeout_s: float) -> dict[str, dict[int, int]]:
+    """topic -> partition -> end offset, for those of `topics` that exist."""
+    metadata = consumer.list_topics(timeout=timeout_s)
+    return {topic: {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                    for p in metadata.topics[topic].partitions}
+            for topic in topics if topic in metadata.topics}
+
+
 def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """partition -> end offset of one topic ({} if it does not exist), waiting for a new
+    topic's leaders to settle."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-probe",
                          "enable.auto.commit": False})
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             try:
-                metadata = consumer.list_topics(topic, timeout=timeout_s)
-                partitions = metadata.topics[topic].partitions
-                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-                        for p in partitions}
+                return end_offsets(consumer, [topic], timeout_s).get(topic, {})
             except KafkaException as exc:
-                # A topic created a moment ago may not have its partition leaders yet.
                 error = exc.args[0]
                 settling = error.retriable() or error.code() in _SETTLING
                 if not settling or time.monotonic() > deadline:

@@ -9,11 +9,13 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from . import kafka_io
+from .clock import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +97,18 @@ class StreamMetrics:
                 self.offsets_behind.labels(topic=topic).set(behind)
         watermark = (progress.get("eventTime") or {}).get("watermark")
         if watermark:
-            stamp = datetime.fromisoformat(watermark.replace("Z", "+00:00")).timestamp()
+            stamp = parse_utc(watermark)
             if stamp > 0:
                 self.watermark_lag.set(time.time() - stamp)
         for operator in progress.get("stateOperators") or []:
             self.state_rows.set(operator.get("numRowsTotal", 0))
             self.state_bytes.set(operator.get("memoryUsedBytes", 0))
 
-    def observe_batch(self, alerts: int, late: int, invalid_by_reason: dict[str, int]) -> None:
-        self.alerts.labels(mode=self.mode).inc(alerts)
-        self.late_dropped.inc(late)
-        for reason, n in invalid_by_reason.items():
+    def observe_batch(self, counts) -> None:
+        """counts: a stream.BatchCounts."""
+        self.alerts.labels(mode=self.mode).inc(counts.alerts)
+        self.late_dropped.inc(counts.late_readings)
+        for reason, n in counts.invalid_by_reason.items():
             self.invalid.labels(reason=reason).inc(n)
 
 
@@ -143,7 +146,7 @@ class KafkaLagCollector(Collector):
                                   "Age of the oldest record the group has not consumed.", labels=["group", "topic"])
         with self._lock:
             try:
-                end_offsets = self._end_offsets()
+                end_offsets = kafka_io.end_offsets(self._consumer, self.topics, self.timeout_s)
                 committed = self._committed()
                 up.add_metric([], 1)
             except Exception as exc:  # a scrape must answer; the broker's state is the metric
@@ -158,18 +161,6 @@ class KafkaLagCollector(Collector):
                 lag.add_metric([group, topic], sum(behind.values()))
                 lag_s.add_metric([group, topic], self._oldest_age(topic, offsets, behind))
         yield from (up, ends, lag, lag_s)
-
-    def _end_offsets(self) -> dict[str, dict[int, int]]:
-        from confluent_kafka import TopicPartition
-
-        metadata = self._consumer.list_topics(timeout=self.timeout_s)
-        out = {}
-        for topic in self.topics:
-            if topic in metadata.topics:
-                out[topic] = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                                      timeout=self.timeout_s)[1]
-                              for p in metadata.topics[topic].partitions}
-        return out
 
     def _committed(self) -> dict[tuple[str, str], dict[int, int]]:
         from confluent_kafka import ConsumerGroupTopicPartitions

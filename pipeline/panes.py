@@ -83,6 +83,26 @@ def first_open_start(watermark_ms: int, slide_s: int, k: int) -> int:
     return watermark_ms // (slide_s * 1000) - k + 1
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """(household, pane) pairs as single int64 keys `code * span + (pane - base)`, which order
+    panes by household then time. The margin of k on both sides keeps a window's range
+    [s, s+k) inside its own household's key range."""
+
+    names: pd.Index  # household of each code
+    base: int
+    span: int
+
+    def encode(self, codes: np.ndarray, panes: np.ndarray) -> np.ndarray:
+        return codes.astype(np.int64) * self.span + (panes - self.base)
+
+    def households(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self.names[keys // self.span], dtype=object)
+
+    def panes(self, keys: np.ndarray) -> np.ndarray:
+        return (keys % self.span) + self.base
+
+
 def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
             watermark_ms: int, slide_s: int, k: int, threshold_units: int) -> StepResult:
     """Apply one micro-batch of valid readings to a bucket's state."""
@@ -91,50 +111,35 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     late = int(len(panes) - on_time.sum())
     households, panes, units = households[on_time], panes[on_time], units[on_time]
 
-    every_household = np.concatenate([state.households, households, state.alerted_households])
-    codes, names = pd.factorize(every_household)
-    n_state, n_batch = len(state.households), len(households)
-    state_codes = codes[:n_state]
-    batch_codes = codes[n_state:n_state + n_batch]
-    alerted_codes = codes[n_state + n_batch:]
-
     all_panes = np.concatenate([state.panes, panes, state.alerted_starts])
     if len(all_panes) == 0:
         return StepResult(state, _no_alerts(), late)
-    # Keys `code * span + offset` order panes by household then time; the margin of k on both
-    # sides keeps a window's range [s, s+k) inside its own household's key range.
+    codes, names = pd.factorize(np.concatenate([state.households, households, state.alerted_households]))
+    n_state, n_batch = len(state.households), len(households)
     base = int(all_panes.min()) - k
-    span = int(all_panes.max()) - base + k + 1
-    state_keys = state_codes.astype(np.int64) * span + (state.panes - base)
-    batch_keys = batch_codes.astype(np.int64) * span + (panes - base)
-    alerted_keys = alerted_codes.astype(np.int64) * span + (state.alerted_starts - base)
+    keys = _Keys(names, base, int(all_panes.max()) - base + k + 1)
+    batch_keys = keys.encode(codes[n_state:n_state + n_batch], panes)
+    alerted_keys = keys.encode(codes[n_state + n_batch:], state.alerted_starts)
 
     sums = pd.Series(np.concatenate([state.units, units])).groupby(
-        np.concatenate([state_keys, batch_keys])).sum()
-    keys = sums.index.to_numpy(dtype=np.int64)
+        np.concatenate([keys.encode(codes[:n_state], state.panes), batch_keys])).sum()
+    pane_keys = sums.index.to_numpy(dtype=np.int64)
     prefix = np.concatenate([[0], np.cumsum(sums.to_numpy(dtype=np.int64))])
 
     candidates = _window_starts(np.unique(batch_keys), k)
-    candidates = candidates[(candidates % span) + base >= min_open]
-    window_units = prefix[np.searchsorted(keys, candidates + k)] - prefix[np.searchsorted(keys, candidates)]
+    candidates = candidates[keys.panes(candidates) >= min_open]
+    window_units = (prefix[np.searchsorted(pane_keys, candidates + k)]
+                    - prefix[np.searchsorted(pane_keys, candidates)])
     fires = (window_units > threshold_units) & ~np.isin(candidates, alerted_keys)
-    fired_keys, fired_units = candidates[fires], window_units[fires]
+    fired_keys = candidates[fires]
 
-    keep_panes = (keys % span) + base >= min_open
-    new_alerted = np.concatenate([alerted_keys, fired_keys])
-    new_alerted = new_alerted[(new_alerted % span) + base >= min_open]
-    new_state = PaneState(
-        households=np.asarray(names[keys[keep_panes] // span], dtype=object),
-        panes=(keys[keep_panes] % span) + base,
-        units=sums.to_numpy(dtype=np.int64)[keep_panes],
-        alerted_households=np.asarray(names[new_alerted // span], dtype=object),
-        alerted_starts=(new_alerted % span) + base,
-    )
-    alerts = pd.DataFrame({
-        "household_id": np.asarray(names[fired_keys // span], dtype=object),
-        "start_pane": (fired_keys % span) + base,
-        "units": fired_units,
-    })
+    keep_panes = keys.panes(pane_keys) >= min_open
+    alerted = np.concatenate([alerted_keys, fired_keys])
+    alerted = alerted[keys.panes(alerted) >= min_open]
+    new_state = PaneState(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
+                          sums.to_numpy(dtype=np.int64)[keep_panes], keys.households(alerted), keys.panes(alerted))
+    alerts = pd.DataFrame({"household_id": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
+                           "units": window_units[fires]})
     return StepResult(new_state, alerts, late)
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 from .importers import convert
-from .kafka_io import ReadingProducer
-from .simulator import Simulator, format_reading, utc_stamp
+from .clock import parse_utc, utc_stamp
+from .kafka_io import ReadingProducer, last_values
+from .simulator import Simulator
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
+FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,11 @@ def _summary(producer: ReadingProducer, sent: int, flush_timeout_s: float) -> Pr
 
 def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
              count: int | None = None, duration_s: float | None = None,
-             on_sent: Callable[[int], None] | None = None) -> ProduceSummary:
-    """Publish ticks paced at tick_s / speedup wall-clock seconds (speedup <= 0: no pacing)."""
+             max_lead_s: float | None = None) -> ProduceSummary:
+    """Publish ticks paced at tick_s / speedup wall-clock seconds (speedup <= 0: no pacing).
+
+    With `max_lead_s`, event time never runs more than that far ahead of the wall clock: past
+    it the simulator waits, so SPEEDUP only fast-forwards until the lead is reached."""
     started = time.monotonic()
     next_progress = started + PROGRESS_EVERY_S
     tick_wall_s = simulator.tick_s / speedup if speedup > 0 else 0.0
@@ -42,16 +47,12 @@ def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
     sent = 0
     try:
         while (count is None or sent < count) and (duration_s is None or time.monotonic() - started < duration_s):
-            epoch, kwh = simulator.tick()
-            households = simulator.homes.ids
-            if count is not None:
-                households = households[: count - sent]
-            stamp = utc_stamp(epoch)
-            for household, value in zip(households, kwh.tolist()):
-                producer.send(household, format_reading(epoch, household, value, stamp=stamp))
-            sent += len(households)
-            if on_sent:
-                on_sent(len(households))
+            if max_lead_s is not None:
+                producer.wait(simulator.epoch_s - max_lead_s - time.time())
+            _, lines = simulator.tick_lines()
+            for household, line in lines[: None if count is None else count - sent]:
+                producer.send(household, line)
+                sent += 1
             now = time.monotonic()
             if now >= next_progress:
                 log.info("produced %d readings (acknowledged %d, failed %d)", sent,
@@ -61,7 +62,31 @@ def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
             producer.wait(next_tick - now)
     except KeyboardInterrupt:
         log.info("interrupted; flushing")
-    return _summary(producer, sent, 30.0)
+    return _summary(producer, sent, FLUSH_TIMEOUT_S)
+
+
+def resume_point(bootstrap: str, topic: str, tick_s: int, now: int, max_lead_s: int) -> int:
+    """Where the simulated clock starts: now, or after the newest reading already in the topic.
+
+    With SPEEDUP > 1 event time runs ahead of the wall clock; a restarted simulator that began
+    at `now` again would send readings the stream's watermark has long passed (all dropped as
+    late), so it continues its clock instead, but never from further ahead than `max_lead_s`:
+    a far-future line in the topic (a bad sender's) must not drag the simulator along.
+    """
+    newest = now - tick_s
+    for value in last_values(bootstrap, topic):
+        try:
+            stamp = parse_utc(value.split(b",", 1)[0].decode("utf-8"))
+        except ValueError:
+            continue  # not a reading of ours: it cannot tell where the clock was
+        if stamp > now + max_lead_s:
+            log.warning("ignoring the newest reading in %s (%s): it is further ahead of the clock "
+                        "than the simulator may run", topic, value[:40])
+            continue
+        newest = max(newest, stamp)
+    if newest >= now:
+        log.info("continuing the simulated clock after the newest reading in %s (%s)", topic, utc_stamp(newest))
+    return max(now, newest + tick_s)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,11 @@ triple always yields the same lines.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from typing import Iterator
+
 import numpy as np
+
+from .clock import utc_stamp
 
 # (hour of day, kW) anchor points of a typical home: night low, morning peak, midday bump,
 # evening peak. Interpolated linearly and wrapped around midnight.
@@ -18,10 +21,6 @@ DAILY_PROFILE_KW = ((0.0, 0.30), (5.0, 0.25), (7.5, 1.8), (10.0, 0.7), (13.0, 1.
 BURST_START_PROBABILITY_PER_HOUR = 0.8
 BURST_KW_RANGE = (2.0, 7.0)
 BURST_MINUTES_RANGE = (2, 25)
-
-
-def utc_stamp(epoch_s: int) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_reading(epoch_s: int, household_id: str, kwh: float, decimals: int = 5,
@@ -86,3 +85,17 @@ class Simulator:
         epoch = self.epoch_s
         self.epoch_s += self.tick_s
         return epoch, kwh
+
+    def tick_lines(self) -> tuple[int, list[tuple[str, str]]]:
+        """Advance one tick; returns its event time and each household's (id, reading line)."""
+        epoch, kwh = self.tick()
+        stamp = utc_stamp(epoch)
+        return epoch, [(household, format_reading(epoch, household, value, stamp=stamp))
+                       for household, value in zip(self.homes.ids, kwh.tolist())]
+
+    def lines(self, ticks: int | None = None) -> Iterator[tuple[str, str]]:
+        """(household id, reading line) for `ticks` ticks (None: without end)."""
+        done = 0
+        while ticks is None or done < ticks:
+            yield from self.tick_lines()[1]
+            done += 1

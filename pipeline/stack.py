@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import broker
+from .broker import host_port, port_open
 from .config import PROJECT_ROOT, Settings
-from .kafka_io import BrokerUnavailable, ensure_topics
+from .kafka_io import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +36,17 @@ class Component:
     ready: Callable[[Settings], bool] | None = None
 
 
-def host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.split(",")[0].strip().rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def _kafka_command(settings: Settings) -> list[str]:
     host, port = host_port(settings.bootstrap_servers)
     return broker.prepare(Path(settings.var_dir) / "kafka", host, port, settings.kafka_controller_port)
 
 
 def _kafka_ready(settings: Settings) -> bool:
-    try:
-        ensure_topics(settings.bootstrap_servers, topics(settings), timeout_s=2.0)
-        return True
-    except BrokerUnavailable:
+    """Answering, with the pipeline's topics created (so the exporter sees them at once)."""
+    if not broker.is_ready(settings.bootstrap_servers):
         return False
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    return True
 
 
 MONITORING_DIR = PROJECT_ROOT / "monitoring"
@@ -110,11 +99,6 @@ def _http_ready(port_of: Callable[[Settings], int]) -> Callable[[Settings], bool
 
 def _cli(*args: str) -> Callable[[Settings], list[str]]:
     return lambda _settings: [sys.executable, "-m", "pipeline.cli", *args]
-
-
-def topics(settings: Settings) -> dict[str, int]:
-    return {settings.readings_topic: settings.readings_partitions,
-            settings.alerts_topic: 1, settings.dlq_topic: 1}
 
 
 COMPONENTS = {

@@ -3,67 +3,84 @@
 A line is `timestamp,household_id,energy_kwh` without spaces (see shared/design.md). Every
 check is a native expression (no Python UDF), and pyspark 4 runs with ANSI mode on, so only
 `try_` conversions are used: a malformed value must become a reason, never a failed query.
+Patterns are anchored with `\\A` and `\\z`: Java's `$` would also match before a final line
+terminator and let `0.5\\r` through.
 """
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-TIMESTAMP_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$"
-HOUSEHOLD_RE = r"^H\d{3,}$"
-DECIMAL_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
-# Panes are indexed in 64-bit integers together with household codes; a corrupt far-future
-# timestamp would also drag the watermark past every real reading. Both are avoided by
-# accepting event times in [1970, 2100).
+from .config import KWH_UNITS
+
+TIMESTAMP_RE = r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})\z"
+HOUSEHOLD_RE = r"\AH\d{3,12}\z"
+DECIMAL_RE = r"\A[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?\z"
+# Event times are held as epoch seconds and pane indexes in 64-bit integers; the contract's
+# years keep them far from overflow.
 MIN_EPOCH_S = 0
-MAX_EPOCH_S = 4102444800
-KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
+MAX_EPOCH_S = 4102444800  # 2100-01-01
+# A dead letter carries at most this many characters of the raw line (base64 of this many bytes
+# when it is not UTF-8), so even a fully JSON-escaped prefix stays far below Kafka's 1 MiB.
+DEAD_LETTER_RAW_CHARS = 1024
 
-REASONS = ("empty", "not_utf8", "bad_field_count", "bad_timestamp", "bad_household_id",
-           "bad_kwh", "kwh_out_of_range")
+REASONS = ("empty", "too_long", "not_utf8", "bad_field_count", "bad_timestamp", "future_timestamp",
+           "bad_household_id", "bad_kwh", "kwh_out_of_range")
 
 
-def _reason(fields: Column, epoch: Column, kwh: Column, max_kwh: float) -> Column:
+def _reason(fields: Column, epoch: Column, kwh: Column, limits: dict) -> Column:
+    value = F.col("value")
     ts, household, kwh_text = fields[0], fields[1], fields[2]
+    newest_allowed = F.unix_timestamp(F.current_timestamp()) + F.lit(limits["future_skew_s"])
     return (
-        F.when(F.col("value").isNull() | (F.length(F.col("value")) == 0), F.lit("empty"))
-        .when(~F.is_valid_utf8(F.col("value")), F.lit("not_utf8"))
+        F.when(value.isNull() | (F.octet_length(value) == 0), F.lit("empty"))
+        .when(F.octet_length(value) > limits["max_line_bytes"], F.lit("too_long"))
+        .when(~F.is_valid_utf8(value), F.lit("not_utf8"))
         .when(F.size(fields) != 3, F.lit("bad_field_count"))
         .when(~ts.rlike(TIMESTAMP_RE) | epoch.isNull()
               | (epoch < MIN_EPOCH_S) | (epoch >= MAX_EPOCH_S), F.lit("bad_timestamp"))
+        .when(epoch > newest_allowed, F.lit("future_timestamp"))
         .when(~household.rlike(HOUSEHOLD_RE), F.lit("bad_household_id"))
         .when(~kwh_text.rlike(DECIMAL_RE) | kwh.isNull() | F.isnan(kwh), F.lit("bad_kwh"))
-        .when((kwh < 0) | (kwh > max_kwh), F.lit("kwh_out_of_range"))
+        .when((kwh < 0) | (kwh > limits["max_kwh"]), F.lit("kwh_out_of_range"))
     )
 
 
-def parse_readings(raw: DataFrame, max_kwh: float) -> DataFrame:
-    """Kafka records (value binary, topic, partition, offset) -> one row per record with either
-    `reason` null and (event_time, household_id, kwh, kwh_units), or `reason` and `dead_letter`
-    (the JSON document the dead-letter topic receives)."""
-    text = F.col("value").cast("string")
-    fields = F.split(text, ",", -1)
-    parsed_ts = F.try_to_timestamp(fields[0], F.lit("yyyy-MM-dd'T'HH:mm:ssXXX"))
-    epoch = F.unix_timestamp(parsed_ts)
-    kwh = F.expr("try_cast(split(cast(value as string), ',', -1)[2] as double)")
-    reason = _reason(fields, epoch, kwh, max_kwh)
-    raw_text = F.when(F.is_valid_utf8(F.col("value")), text).otherwise(F.base64(F.col("value")))
-    dead_letter = F.to_json(F.struct(
-        F.coalesce(raw_text, F.lit("")).alias("raw"),
-        F.is_valid_utf8(F.coalesce(F.col("value"), F.lit(b""))).alias("raw_is_utf8"),
+def dead_letter_json() -> Column:
+    """The dead-letter document of a record whose `reason` is set; bounded whatever the input."""
+    value = F.coalesce(F.col("value"), F.lit(b""))
+    is_utf8 = F.is_valid_utf8(value)
+    prefix = F.when(is_utf8, F.substring(value.cast("string"), 1, DEAD_LETTER_RAW_CHARS)).otherwise(
+        F.base64(F.substring(value, 1, DEAD_LETTER_RAW_CHARS)))
+    return F.to_json(F.struct(
+        prefix.alias("raw"),
+        is_utf8.alias("raw_is_utf8"),
+        F.octet_length(value).alias("raw_bytes"),
+        (F.octet_length(value) > DEAD_LETTER_RAW_CHARS).alias("raw_truncated"),
+        F.sha2(value, 256).alias("raw_sha256"),
         F.col("reason"),
         F.col("topic").alias("source_topic"),
         F.col("partition"),
         F.col("offset"),
         F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("detected_at"),
     ))
-    with_reason = raw.withColumn("reason", reason)
+
+
+def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_skew_s: int) -> DataFrame:
+    """Kafka records (value binary, topic, partition, offset) -> one row per record with either
+    `reason` null and (event_time, household_id, kwh_units), or `reason` and `dead_letter`
+    (the JSON document the dead-letter topic receives)."""
+    text = F.col("value").cast("string")
+    fields = F.split(text, ",", -1)
+    parsed_ts = F.try_to_timestamp(fields[0], F.lit("yyyy-MM-dd'T'HH:mm:ssXXX"))
+    epoch = F.unix_timestamp(parsed_ts)
+    kwh = F.expr("try_cast(split(cast(value as string), ',', -1)[2] as double)")
+    limits = {"max_kwh": max_kwh, "max_line_bytes": max_line_bytes, "future_skew_s": future_skew_s}
     valid = F.col("reason").isNull()
-    return with_reason.select(
+    return raw.withColumn("reason", _reason(fields, epoch, kwh, limits)).select(
         F.col("reason"),
         F.when(valid, parsed_ts).alias("event_time"),
         F.when(valid, fields[1]).alias("household_id"),
-        F.when(valid, kwh).alias("kwh"),
         F.when(valid, F.round(kwh * KWH_UNITS).cast("long")).alias("kwh_units"),
-        F.when(~valid, dead_letter).alias("dead_letter"),
+        F.when(~valid, dead_letter_json()).alias("dead_letter"),
     )

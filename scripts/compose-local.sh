@@ -7,7 +7,9 @@
 #     arguments / image names; Kafka and the app images are built from the repo as usual.
 # Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
 #
-# usage: scripts/compose-local.sh daemon|up|down|ps|logs [SERVICE]|config|... (other words go to docker-compose)
+# usage: scripts/compose-local.sh daemon|prepare|up|down|ps|logs [SERVICE]|config|... (other words go
+# to docker-compose). `prepare` makes the engine, base images and jars ready and prints the env
+# file to pass to docker-compose (the compose test runs the stack itself through pytest-docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,12 +81,17 @@ VARS
 
 compose() { docker-compose -p "$PROJECT" --env-file "$(env_file)" "$@"; }
 
+prepare() {
+  ensure_docker
+  ensure_base
+  build_standins
+  [ -d .cache/jars/spark ] && [ -d .cache/jars/kafka ] || scripts/bootstrap.sh
+}
+
 case "${1:-up}" in
+  prepare) prepare >&2; env_file ;;
   up)
-    ensure_docker
-    ensure_base
-    build_standins
-    [ -d .cache/jars/spark ] && [ -d .cache/jars/kafka ] || scripts/bootstrap.sh
+    prepare
     say "building and starting ${SERVICES[*]}"
     compose build
     # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.

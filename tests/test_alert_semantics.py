@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import publish, records, run_job_once
+from helpers import publish, records, run_job_once
 from reference import Expectation, iso
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]

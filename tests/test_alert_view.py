@@ -9,7 +9,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, free_port, settings_env
+from helpers import ROOT, free_port, run_cli, settings_env
 from pipeline import alert_view
 from pipeline.kafka_io import ReadingProducer, ensure_topics
 
@@ -36,6 +36,55 @@ SAMPLE = [alert("a1", "H001", "2026-07-02T14:00:00Z", 0.061),
           alert("a2", "H002", "2026-07-02T14:00:15Z", 0.072),
           alert("a1", "H001", "2026-07-02T14:00:00Z", 0.061),  # re-delivered after a restart
           alert("a3", "H001", "2026-07-02T14:00:30Z", 2.5, mode="prod")]
+
+
+MALFORMED = [
+    None,  # a tombstone
+    b"\xff\xfe not utf-8",
+    b"not json {",
+    b"[1, 2, 3]",
+    json.dumps({**alert("m1", "H009", "2026-07-02T14:00:00Z", 0.1), "household_id": None}).encode(),
+    json.dumps({k: v for k, v in alert("m2", "H009", "2026-07-02T14:00:00Z", 0.1).items()
+                if k != "household_id"}).encode(),
+    json.dumps({**alert("m3", "H009", "2026-07-02T14:00:00Z", 0.1), "household_id": 9}).encode(),
+    json.dumps({**alert("m4", "H009", "2026-07-02T14:00:00Z", 0.1), "window_start": "noon"}).encode(),
+    json.dumps({**alert("m5", "H009", "2026-07-02T14:00:00Z", 0.1), "kwh": "lots"}).encode(),
+]
+
+
+def publish_mixed(settings) -> None:
+    """SAMPLE's alerts with every malformed record kind between them."""
+    ensure_topics(settings.bootstrap_servers, {settings.alerts_topic: 1})
+    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
+    for doc, bad in zip(SAMPLE + [None] * len(MALFORMED), MALFORMED):
+        if doc is not None:
+            producer.send(doc["household_id"], json.dumps(doc))
+        producer.send("H009", bad)
+    assert producer.flush(30) == 0
+
+
+def test_malformed_records_are_counted_and_the_alerts_around_them_shown(monkeypatch, make_settings):
+    settings = make_settings(view_group="view-test-malformed")
+    publish_mixed(settings)
+
+    feed = alert_view.AlertFeed(settings.bootstrap_servers, settings.alerts_topic, "feed-test-malformed")
+    for _ in range(20):
+        feed.poll()
+        if feed.unreadable == len(MALFORMED):
+            break
+    assert sorted(feed.frame()["alert_id"]) == ["a1", "a2", "a3"]
+    assert feed.unreadable == len(MALFORMED)
+
+    at = run_until(app(monkeypatch, settings), lambda a: len(a.table) > 0 and len(a.warning) > 0)
+    assert not at.exception
+    assert sorted(at.table[0].value["alert_id"]) == ["a1", "a2", "a3"]
+    assert f"{len(MALFORMED)} unreadable records" in at.warning[0].value
+
+    result = run_cli(settings, "alerts", "--from-beginning", "--timeout", "3")
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["alert_id"] for a in printed] == [a["alert_id"] for a in SAMPLE]
+    assert result.stderr.count("unreadable record at partition") == len(MALFORMED)
+    assert f"{len(MALFORMED)} unreadable records skipped" in result.stderr
 
 
 def app(monkeypatch, settings) -> AppTest:

@@ -9,14 +9,14 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 
 import pytest
 import yaml
+from pytest_docker.plugin import DockerComposeExecutor
 
-from conftest import ROOT
-from pipeline.kafka_io import topic_end_offsets
+from helpers import ROOT
+from pipeline.kafka_io import BrokerUnavailable, topic_end_offsets
 
 pytestmark = [pytest.mark.compose]
 
@@ -63,41 +63,58 @@ def docker_running() -> bool:
         ["docker", "info"], capture_output=True).returncode == 0
 
 
-def local(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(ROOT / "scripts" / "compose-local.sh"), *args], capture_output=True,
-                            text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+SERVICES = ["kafka", "spark-master", "spark-worker", "producer", "stream", "exporter", "view",
+            "prometheus", "alertmanager"]
 
 
-def wait_for(what, check, timeout_s, every_s=3.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every_s)
+# pytest-docker's fixtures, pointed at this repository's stack: the engine, base images and
+# env file come from scripts/compose-local.sh (no registry here); Grafana has no local image.
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    prepared = subprocess.run([str(ROOT / "scripts" / "compose-local.sh"), "prepare"], capture_output=True,
+                              text=True, timeout=1800)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    return f"docker-compose --env-file {prepared.stdout.strip()}"
 
 
-def health() -> dict[str, str]:
-    """service -> its container's status, e.g. 'Up 2 minutes (healthy)'."""
-    out = subprocess.run(["docker", "ps", "--filter", "label=com.docker.compose.project=energy-monitor",
-                          "--format", '{{.Label "com.docker.compose.service"}}\t{{.Status}}'],
-                         capture_output=True, text=True).stdout
-    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(ROOT / "docker-compose.yml")
 
 
-def healthy(services: list[str]) -> bool:
-    status = health()
-    return all("(healthy)" in status.get(s, "") for s in services)
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return "energy-monitor"
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return ["down -v", "build", f"up -d {' '.join(SERVICES)}"]
+
+
+@pytest.fixture(scope="session")
+def compose(docker_services, docker_compose_command, docker_compose_file, docker_compose_project_name):
+    """Runs `docker-compose SUBCOMMAND` on the stack docker_services started; returns its text."""
+    executor = DockerComposeExecutor(docker_compose_command, docker_compose_file, docker_compose_project_name)
+    # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.
+    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+    return lambda subcommand: executor.execute(subcommand).decode()
+
+
+def healthy(compose, services: list[str]) -> bool:
+    for service in services:
+        container = compose(f"ps -q {service}").strip()
+        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", container],
+                               capture_output=True, text=True).stdout.strip() if container else ""
+        if state != "healthy":
+            return False
+    return True
 
 
 def count(topic: str) -> int:
     try:
         return sum(topic_end_offsets(HOST_KAFKA, topic, timeout_s=5).values())
-    except Exception:
+    except BrokerUnavailable:
         return -1
 
 
@@ -106,36 +123,31 @@ def prometheus(path: str) -> dict:
         return json.loads(response.read())
 
 
+def targets_up() -> bool:
+    active = prometheus("/api/v1/targets")["data"]["activeTargets"]
+    jobs = {t["labels"]["job"]: t["health"] for t in active}
+    return set(jobs) >= {"energy-producer", "energy-stream", "energy-exporter", "prometheus",
+                         "alertmanager"} and set(jobs.values()) == {"up"}
+
+
 @pytest.mark.compose_run
 @pytest.mark.skipif(not docker_running(), reason="no Docker engine; run `make test-compose`")
-def test_stack_runs_survives_a_kafka_restart_and_loses_no_reading():
-    local("down", "-v", check=False)
-    local("up")
-    try:
-        services = ["kafka", "spark-master", "spark-worker", "producer", "stream", "exporter", "view",
-                    "prometheus", "alertmanager"]
-        wait_for("every service to be healthy", lambda: healthy(services), 600, 5)
-        wait_for("demo alerts in energy_alerts", lambda: count("energy_alerts") > 0, 300)
+def test_stack_runs_survives_a_kafka_restart_and_loses_no_reading(docker_services, compose):
+    wait = docker_services.wait_until_responsive
+    wait(check=lambda: healthy(compose, SERVICES), timeout=600, pause=5)
+    wait(check=lambda: count("energy_alerts") > 0, timeout=300, pause=3)
+    wait(check=targets_up, timeout=180, pause=3)
 
-        def targets_up():
-            active = prometheus("/api/v1/targets")["data"]["activeTargets"]
-            jobs = {t["labels"]["job"]: t["health"] for t in active}
-            return jobs if set(jobs) >= {"energy-producer", "energy-stream", "energy-exporter", "prometheus",
-                                         "alertmanager"} and set(jobs.values()) == {"up"} else None
-        wait_for("every exporter's target up in Prometheus", targets_up, 180)
+    readings_before, alerts_before = count("energy_readings"), count("energy_alerts")
+    compose("restart kafka")
+    wait(check=lambda: healthy(compose, ["kafka"]), timeout=300, pause=5)
+    wait(check=lambda: count("energy_readings") > readings_before + 500, timeout=300, pause=3)
+    wait(check=lambda: count("energy_alerts") > alerts_before, timeout=300, pause=3)
 
-        readings_before, alerts_before = count("energy_readings"), count("energy_alerts")
-        local("restart", "kafka", timeout=300)
-        wait_for("kafka healthy again", lambda: healthy(["kafka"]), 300, 5)
-        wait_for("readings to continue", lambda: count("energy_readings") > readings_before + 500, 300)
-        wait_for("alerts to continue", lambda: count("energy_alerts") > alerts_before, 300)
-
-        local("stop", "producer", timeout=120)
-        logs = local("logs", "--no-color", "producer").stdout
-        summary = re.findall(r"sent (\d+), acknowledged (\d+), failed (\d+), unacknowledged (\d+)", logs)
-        assert summary, logs[-2000:]
-        sent, acknowledged, failed, unacknowledged = map(int, summary[-1])
-        assert failed == 0 and unacknowledged == 0 and acknowledged == sent
-        assert count("energy_readings") == acknowledged
-    finally:
-        local("down", "-v", timeout=600, check=False)
+    compose("stop producer")
+    logs = compose("logs --no-color producer")
+    summary = re.findall(r"sent (\d+), acknowledged (\d+), failed (\d+), unacknowledged (\d+)", logs)
+    assert summary, logs[-2000:]
+    sent, acknowledged, failed, unacknowledged = map(int, summary[-1])
+    assert failed == 0 and unacknowledged == 0 and acknowledged == sent
+    assert count("energy_readings") == acknowledged

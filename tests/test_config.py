@@ -56,9 +56,7 @@ def test_parse_duration():
 
 
 def test_env_example_and_readme_list_every_variable_with_its_default():
-    from dataclasses import fields
-
-    from pipeline.config import PROJECT_ROOT, Settings, _ENV
+    from pipeline.config import PROJECT_ROOT, Settings, env_names
 
     env = {}
     for line in (PROJECT_ROOT / ".env.example").read_text().splitlines():
@@ -66,8 +64,58 @@ def test_env_example_and_readme_list_every_variable_with_its_default():
             name, _, value = line.partition("=")
             env[name] = value
     readme = (PROJECT_ROOT / "README.md").read_text()
-    for field in fields(Settings):
-        name = _ENV[field.name][0]
+    for name in env_names().values():
         assert name in env, f"{name} missing from .env.example"
         assert f"| `{name}` |" in readme, f"{name} missing from the README's configuration table"
     assert load_settings(env) == Settings()
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"MAX_READING_KWH": "inf"}, "MAX_READING_KWH"),
+    ({"MAX_READING_KWH": "nan"}, "MAX_READING_KWH"),
+    ({"MAX_READING_KWH": "1e12"}, "MAX_READING_KWH"),
+    ({"MAX_READING_KWH": "0"}, "MAX_READING_KWH"),
+    ({"SPEEDUP": "nan"}, "SPEEDUP"),
+    ({"SPEEDUP": "-1"}, "SPEEDUP"),
+    ({"JITTER_PCT": "inf"}, "JITTER_PCT"),
+    ({"THRESHOLD_KWH": "inf"}, "THRESHOLD_KWH"),
+    ({"MAX_LINE_BYTES": "0"}, "MAX_LINE_BYTES"),
+    ({"MAX_LINE_BYTES": "2000000"}, "MAX_LINE_BYTES"),
+    ({"MAX_FUTURE_SKEW": "soon"}, "MAX_FUTURE_SKEW"),
+    ({"STARTING_OFFSETS": "yesterday"}, "STARTING_OFFSETS"),
+    ({"MAX_OFFSETS_PER_TRIGGER": "0"}, "MAX_OFFSETS_PER_TRIGGER"),
+    ({"VIEW_PORT": "70000"}, "VIEW_PORT"),
+    ({"TRIGGER_INTERVAL": "fast"}, "TRIGGER_INTERVAL"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+])
+def test_bad_setting_gives_one_line_error_naming_it_and_a_nonzero_exit(env, name):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_settings_built_directly_are_validated_too():
+    import dataclasses
+
+    from pipeline.config import Settings
+
+    with pytest.raises(ConfigError, match="MAX_READING_KWH"):
+        Settings(max_reading_kwh=float("inf"))
+    with pytest.raises(ConfigError, match="RUN_MODE"):
+        dataclasses.replace(Settings(), run_mode="fast")
+    assert dataclasses.replace(Settings(), run_mode="prod").rule.window_s == 900
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("RUN_MODE=prod\nHOUSEHOLDS=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOUSEHOLDS", "9")
+    monkeypatch.delenv("RUN_MODE", raising=False)
+    settings = load_settings()
+    assert settings.run_mode == "prod" and settings.households == 9

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
-from conftest import SHARED, records, run_cli
+from helpers import SHARED, records, run_cli
 
 CASES = SHARED / "conformance"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from helpers import SHARED
 from pipeline.importers import convert
 
 REAL = SHARED / "data" / "real"

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 MONITORING = ROOT / "monitoring"
 DASHBOARDS = ROOT / "dashboards"

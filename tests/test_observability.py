@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, free_port, isolated_stack, publish, run_cli
+from helpers import ROOT, free_port, isolated_stack, publish, run_cli, wait_for
 from pipeline.alert_view import AlertFeed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -57,17 +57,6 @@ def prom_query(port: int, expr: str) -> list:
         body = json.loads(response.read())
     assert body["status"] == "success", body
     return body["data"]["result"]
-
-
-def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        outcome = check()
-        if outcome:
-            return outcome
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {outcome!r}")
-        time.sleep(every_s)
 
 
 def until_nothing_missing(what: str, feed: AlertFeed, missing, timeout_s: float = 180) -> None:

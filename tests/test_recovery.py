@@ -1,6 +1,7 @@
 """Crash recovery and mode switching, through the real `energy-monitor stream` process."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import publish, records, run_cli, settings_env
-from pipeline.simulator import Simulator, format_reading
+from helpers import publish, records, run_cli, settings_env
+from pipeline.simulator import Simulator
 from reference import iso
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -20,12 +21,7 @@ T0 = 1_783_000_800
 
 
 def simulated_lines(households: int, ticks: int, start: int, seed: int = 7) -> list[str]:
-    sim = Simulator(households, 15, 10.0, seed, start)
-    lines = []
-    for _ in range(ticks):
-        epoch, kwh = sim.tick()
-        lines += [format_reading(epoch, h, float(v)) for h, v in zip(sim.homes.ids, kwh)]
-    return lines
+    return [line for _, line in Simulator(households, 15, 10.0, seed, start).lines(ticks)]
 
 
 def alert_ids(settings) -> set[str]:
@@ -36,8 +32,8 @@ def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, tmp_path):
     base = make_settings(run_mode="demo", max_offsets_per_trigger=300, trigger_interval="1 second")
     publish(base, simulated_lines(households=20, ticks=120, start=T0))  # 2400 readings, 8+ batches
 
-    uninterrupted = make_settings(**{**base.__dict__, "alerts_topic": base.alerts_topic + "_ref",
-                                     "checkpoint_root": str(tmp_path / "ref")})
+    uninterrupted = dataclasses.replace(base, alerts_topic=base.alerts_topic + "_ref",
+                                        checkpoint_root=str(tmp_path / "ref"))
     run_cli(uninterrupted, "stream", "--once")
     expected = alert_ids(uninterrupted)
     assert len(expected) > 20
@@ -62,7 +58,7 @@ def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, tmp_path):
 
 def test_mode_switch_needs_no_checkpoint_cleanup(make_settings):
     demo = make_settings(run_mode="demo")
-    prod = make_settings(**{**demo.__dict__, "run_mode": "prod"})
+    prod = dataclasses.replace(demo, run_mode="prod")
     first = [f"{iso(T0 + 15 * i)},H010,0.3" for i in range(12)]  # alerts in both modes
     publish(demo, first)
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import free_port, isolated_stack, run_cli
+from helpers import free_port, isolated_stack, run_cli
 from pipeline.kafka_io import read_topic
 from pipeline.stack import COMPONENTS
 
@@ -50,7 +50,7 @@ def test_cli_errors_are_one_line(make_settings, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("energy-monitor: error: cannot reach Kafka")
     missing = run_cli(dead, "replay", str(tmp_path / "nope.csv"), check=False)
     assert missing.returncode == 1 and "no such file" in missing.stderr
-    bad_mode = run_cli(dataclasses.replace(dead, run_mode="fast"), "status", check=False)
+    bad_mode = run_cli(dead, "status", check=False, extra_env={"RUN_MODE": "fast"})
     assert bad_mode.returncode == 2 and "RUN_MODE" in bad_mode.stderr
     assert "Traceback" not in result.stderr + missing.stderr + bad_mode.stderr
 

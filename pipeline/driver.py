@@ -1,0 +1,161 @@
+"""The stream job's driver: the Spark session, the query's start and end, and its bookkeeping
+(progress metrics, per-batch counts, the run's totals). The dataflow itself is stream.py.
+
+`run(settings, once)` is what `energy-monitor stream` does; the benchmark and the tests start
+the same query through `start_query`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from prometheus_client import CollectorRegistry
+
+from .config import PROJECT_ROOT, Settings
+from .kafka_io import ensure_topics
+from .metrics import StreamMetrics, serve
+from .stream import BatchCounts, build_stream, make_sink
+
+log = logging.getLogger(__name__)
+
+SPARK_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "spark"
+SPARK_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+
+
+class StreamFailed(RuntimeError):
+    """The query stopped with an error; the message is its first line."""
+
+
+def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
+    from pyspark.sql import SparkSession
+
+    jars = sorted(str(p) for p in SPARK_JARS_DIR.glob("*.jar"))
+    if not jars:
+        raise RuntimeError(f"no Kafka connector jars in {SPARK_JARS_DIR}: run `make deps` first")
+    # Workers must run this interpreter (it has pandas and pyarrow), not whatever python3 is on
+    # PATH, and the Spark UI binds to SPARK_LOCAL_IP: both are read from the environment only.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_bind_address)
+    builder = (SparkSession.builder.appName(app_name).master(settings.spark_master)
+               .config("spark.jars", ",".join(jars))
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG}")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
+               .config("spark.sql.streaming.minBatchesToRetain", 20)
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.driver.bindAddress", settings.spark_bind_address)
+               .config("spark.driver.host", settings.spark_driver_host)
+               .config("spark.sql.adaptive.enabled", "false"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def log_batch(counts: BatchCounts) -> None:
+    if counts.alerts or counts.late_readings or counts.invalid_by_reason:
+        log.info("batch %d: %d alerts, %d late readings dropped, invalid %s", counts.batch_id,
+                 counts.alerts, counts.late_readings, counts.invalid_by_reason or "none")
+
+
+@dataclass
+class RunTotals:
+    """Counts over every batch of one run, for the summary `stream --once` prints."""
+
+    batches: int = 0
+    alerts: int = 0
+    late_readings: int = 0
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, counts: BatchCounts) -> None:
+        self.batches += 1
+        self.alerts += counts.alerts
+        self.late_readings += counts.late_readings
+        for reason, n in counts.invalid_by_reason.items():
+            self.invalid_by_reason[reason] = self.invalid_by_reason.get(reason, 0) + n
+
+    def summary(self) -> str:
+        invalid = sum(self.invalid_by_reason.values())
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.invalid_by_reason.items()))
+        return (f"batches {self.batches}, alerts {self.alerts}, late readings dropped "
+                f"{self.late_readings}, invalid readings {invalid}" + (f" ({reasons})" if reasons else ""))
+
+
+def attach_metrics(spark, metrics: StreamMetrics) -> None:
+    """Feed `metrics` from the query's progress events."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressListener(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:
+            metrics.last_progress.set(time.time())
+
+        def onQueryProgress(self, event) -> None:
+            metrics.observe_progress(json.loads(event.progress.json))
+
+        def onQueryIdle(self, event) -> None:
+            metrics.last_progress.set(time.time())  # alive and polling, just nothing new
+
+        def onQueryTerminated(self, event) -> None:
+            log.info("query terminated%s", f": {event.exception}" if event.exception else "")
+
+    spark.streams.addListener(ProgressListener())
+
+
+def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[BatchCounts], None] = log_batch,
+                checkpoint: Path | None = None):
+    """Start the job's query; `checkpoint` defaults to the one of the settings' rule."""
+    checkpoint = checkpoint or settings.checkpoint_dir()
+    rule = settings.rule
+    log.info("rule %r (mode %s, window %ds, slide %ds, threshold %g kWh, watermark %ds)",
+             rule.description, rule.mode, rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s)
+    log.info("checkpoint %s (a new one starts from %s offsets, at most %d readings per batch)",
+             checkpoint, settings.starting_offsets, settings.max_offsets_per_trigger)
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    writer = (build_stream(spark, settings).writeStream
+              .queryName(f"energy-alerts-{rule.mode}")
+              .foreachBatch(make_sink(settings, on_batch))
+              .option("checkpointLocation", str(checkpoint)))
+    return trigger(writer, settings, once).start()
+
+
+def trigger(writer, settings: Settings, once: bool):
+    """`--once`: everything available now, in bounded batches; live: every TRIGGER_INTERVAL."""
+    return writer.trigger(availableNow=True) if once else writer.trigger(processingTime=f"{settings.trigger_s} seconds")
+
+
+def run(settings: Settings, once: bool) -> RunTotals:
+    """`energy-monitor stream`: run the query until it ends (`once`) or is interrupted."""
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    spark = spark_session(settings)
+    totals = RunTotals()
+    observers: list[Callable[[BatchCounts], None]] = [log_batch, totals.add]
+    if settings.stream_metrics_port:
+        registry = CollectorRegistry()
+        metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s)
+        attach_metrics(spark, metrics)
+        serve(registry, settings.metrics_host, settings.stream_metrics_port)
+        observers.append(metrics.observe_batch)
+
+    def on_batch(counts: BatchCounts) -> None:
+        for observe in observers:
+            observe(counts)
+
+    query = start_query(spark, settings, once, on_batch)
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        log.info("stopping the query (query.stop())")
+        query.stop()
+        log.info("query stopped")
+    failure = query.exception()
+    if failure is not None:
+        log.error("stream query failed: %s", failure)
+        text = str(failure).strip()
+        raise StreamFailed(f"stream query failed: {text.splitlines()[0] if text else repr(failure)} "
+                           "(details in the log above)")
+    return totals

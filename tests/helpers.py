@@ -1,0 +1,92 @@
+"""What the tests share besides fixtures: paths, waiting, publishing, reading, the CLI."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.broker import free_port
+from pipeline.config import Settings
+from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+__all__ = ["ROOT", "SHARED", "free_port", "wait_for", "isolated_stack", "settings_env", "run_cli",
+           "publish", "records", "run_job_once"]
+
+
+def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
+    """check() until it returns something truthy (returned), or fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = check()
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {outcome!r}")
+        time.sleep(every_s)
+
+
+def isolated_stack(tmp_path, **overrides) -> Settings:
+    """Settings for a whole local stack of its own: every port free, every file under tmp_path."""
+    var = tmp_path / "var"
+    return dataclasses.replace(
+        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+        var_dir=str(var), checkpoint_root=str(var / "checkpoints"), producer_metrics_port=free_port(),
+        stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
+        alertmanager_port=free_port(), view_port=free_port(), **overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a CLI subprocess load exactly these settings."""
+    env = {name: value for name, value in os.environ.items() if name not in ("SOURCE_TOPIC", "TOPIC")}
+    env.update(settings.to_env())
+    env["PYSPARK_PYTHON"] = sys.executable
+    return env
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 300, check: bool = True,
+            extra_env: dict[str, str] | None = None):
+    """`energy-monitor ARGS` in a subprocess with these settings (and `extra_env` over them)."""
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args],
+                            env={**settings_env(settings), **(extra_env or {})},
+                            capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and result.returncode != 0:
+        errors = [ln for ln in result.stderr.splitlines()
+                  if "error" in ln.lower() or "exception" in ln.lower() or "caused by" in ln.lower()]
+        raise AssertionError(f"energy-monitor {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n" + "\n".join(errors[:40]))
+    return result
+
+
+def publish(settings: Settings, lines: list[bytes | str], timestamp_ms: int = 0) -> None:
+    """Each line as one record keyed by its second field (record time `timestamp_ms`, or now)."""
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    for line in lines:
+        raw = line.encode() if isinstance(line, str) else line
+        parts = raw.split(b",")
+        producer.send(parts[1][:100] if len(parts) > 1 else None, raw, timestamp_ms)
+    assert producer.flush(30) == 0
+    assert producer.stats.failed == 0, producer.stats.last_error
+
+
+def records(settings: Settings, topic: str) -> list:
+    return [json.loads(m.value()) for m in read_topic(settings.bootstrap_servers, topic,
+                                                      stop_at_end=True, idle_timeout_s=10)]
+
+
+def run_job_once(spark, settings: Settings):
+    """Run the stream job in this process until the available input is processed."""
+    from pipeline.driver import start_query
+
+    seen = []
+    query = start_query(spark, settings, once=True, on_batch=seen.append)
+    query.awaitTermination()
+    assert query.exception() is None, query.exception()
+    return seen

@@ -1,0 +1,100 @@
+"""No line a sender writes, and no rule change an operator makes, stops or floods alerting.
+
+Everything runs through the real `energy-monitor stream --once` against the session broker."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from helpers import publish, records, run_cli
+from pipeline.validate import DEAD_LETTER_RAW_CHARS
+from reference import Expectation, iso
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+
+T0 = 1_783_000_800
+# A dead letter is JSON around a bounded prefix; JSON-escaping control characters grows a
+# character to at most 6 ("\u0001"), base64 grows bytes by 4/3.
+DEAD_LETTER_MAX_BYTES = 6 * DEAD_LETTER_RAW_CHARS + 1024
+
+POISON = [
+    (b"\xff\xfe" * 400_000, "too_long"),  # 800 KB, not UTF-8
+    (bytes(range(1, 32)) * 5_500, "too_long"),  # 170 KB of control characters
+    (f"{iso(T0)},H{'1' * 600_000},0.01".encode(), "too_long"),  # a 600 KB household id
+    (f"{iso(T0)},H{'1' * 20},0.01".encode(), "bad_household_id"),  # an id longer than 12 digits
+    (b"2099-12-31T23:59:59Z,H001,0.01", "future_timestamp"),
+    (f"{iso(T0)},H001,0.5\r".encode(), "bad_kwh"),
+    (f"{iso(T0)},H0\n01,0.5".encode(), "bad_household_id"),
+    (f"{iso(T0)}\n,H001,0.5".encode(), "bad_timestamp"),
+]
+
+
+def valid_lines(start: int, ticks: int) -> list[tuple[str, str, str]]:
+    return [(iso(start + 15 * i), household, kwh) for i in range(ticks)
+            for household, kwh in (("H001", "0.02"), ("H002", "0.011"))]
+
+
+def raw_of(letter: dict) -> bytes:
+    return letter["raw"].encode() if letter["raw_is_utf8"] else base64.b64decode(letter["raw"])
+
+
+def test_poison_lines_among_valid_ones_do_not_stop_or_silence_alerting(make_settings):
+    settings = make_settings(run_mode="demo")
+    phase1, phase2 = valid_lines(T0, 8), valid_lines(T0 + 120, 8)
+    expect = Expectation(60, 15, Decimal("0.05"), 600)
+
+    publish(settings, [",".join(r).encode() for r in phase1[:8]] + [p for p, _ in POISON[:5]]
+            + [",".join(r).encode() for r in phase1[8:]])
+    assert run_cli(settings, "stream", "--once").returncode == 0
+    expect.batch(phase1)
+    publish(settings, [p for p, _ in POISON[5:]] + [",".join(r).encode() for r in phase2])
+    assert run_cli(settings, "stream", "--once").returncode == 0
+    expect.batch(phase2)
+
+    alerts = records(settings, settings.alerts_topic)
+    assert expect.alerts() and len(expect.alerts()) > 8
+    assert {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts} == set(expect.alerts())
+
+    letters = records(settings, settings.dlq_topic)
+    assert sorted(letter["reason"] for letter in letters) == sorted(reason for _, reason in POISON)
+    for line, reason in POISON:
+        digest = hashlib.sha256(line).hexdigest()
+        letter = next(x for x in letters if x["raw_sha256"] == digest)
+        assert letter["reason"] == reason and letter["raw_bytes"] == len(line)
+        try:
+            prefix = line.decode("utf-8")[:DEAD_LETTER_RAW_CHARS].encode()
+        except UnicodeDecodeError:
+            prefix = line[:DEAD_LETTER_RAW_CHARS]
+        assert raw_of(letter) == prefix
+        assert len(json.dumps(letter)) <= DEAD_LETTER_MAX_BYTES, (reason, len(json.dumps(letter)))
+
+
+def test_a_new_checkpoint_starts_from_recent_readings(make_settings, tmp_path):
+    now = int(time.time()) // 60 * 60
+    old = valid_lines(now - 2 * 86400, 8)
+    fresh = valid_lines(now - 600, 8)
+    settings = make_settings(run_mode="demo")
+    publish(settings, [",".join(r) for r in old], timestamp_ms=(now - 2 * 86400) * 1000)
+    publish(settings, [",".join(r) for r in fresh])
+
+    run_cli(settings, "stream", "--once")
+    only_fresh = Expectation(60, 15, Decimal("0.05"), 600)
+    only_fresh.batch(fresh)
+    alerts = {(a["household_id"], a["window_start"], a["window_end"])
+              for a in records(settings, settings.alerts_topic)}
+    assert only_fresh.alerts() and alerts == set(only_fresh.alerts())
+
+    replay = dataclasses.replace(settings, starting_offsets="earliest", alerts_topic=settings.alerts_topic + "_all",
+                                 checkpoint_root=str(tmp_path / "replay"))
+    run_cli(replay, "stream", "--once")
+    everything = Expectation(60, 15, Decimal("0.05"), 600)
+    everything.batch(old + fresh)
+    alerts = {(a["household_id"], a["window_start"], a["window_end"])
+              for a in records(replay, replay.alerts_topic)}
+    assert alerts == set(everything.alerts()) and len(alerts) > len(only_fresh.alerts())
