@@ -56,6 +56,14 @@ def pipeline_health() -> db.Dashboard:
                                "energy:stream_batch_duration_seconds:max"))
             .with_panel(single("Since last progress", "s", "Seconds since the query last reported progress.",
                                "energy:stream_seconds_since_progress:max"))
+            .with_panel(single("Alert receiver", "short",
+                               "1: Alertmanager posts to ALERT_WEBHOOK_URL. 0: no receiver is configured and "
+                               "alerts reach nobody: set ALERT_WEBHOOK_URL in .env and restart alertmanager.",
+                               "energy:alert_receiver_configured:min"))
+            .with_panel(single("Least disk free", "percentunit",
+                               "Free share of the fullest data directory's filesystem (Kafka, checkpoints, "
+                               "Prometheus, logs). Below 20% and falling, EnergyDiskFillingUp fires.",
+                               "min(energy:data_dir_free:ratio)"))
             .with_panel(series("Throughput in / out", "rps", "Produced readings, readings read by Spark, alerts written.",
                                query("energy:readings_produced:rate1m", "produced (acks)"),
                                query("energy:stream_input_rows:rate1m", "stream input", "B"),

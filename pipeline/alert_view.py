@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 import pandas as pd
 
 from pipeline.alerts import parse_alert
+from pipeline.kafka_io import client_config
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ class AlertFeed:
         from confluent_kafka import Consumer
 
         self.bootstrap, self.topic, self.max_rows = bootstrap, topic, max_rows
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        self._consumer = Consumer(client_config(bootstrap, **{
+            "group.id": group, "auto.offset.reset": "earliest",
             "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
             "enable.auto.offset.store": False,
-        })
+        }))
         self._consumer.subscribe([topic])
         self._alerts: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()

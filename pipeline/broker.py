@@ -21,6 +21,7 @@ from .config import PROJECT_ROOT
 log = logging.getLogger(__name__)
 
 KAFKA_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "kafka"
+DEFAULT_RETENTION_BYTES = 1 << 30  # per partition
 
 _LOG4J2 = """\
 status = warn
@@ -39,7 +40,8 @@ logger.server.level = info
 """
 
 
-def server_properties(data_dir: Path, host: str, port: int, controller_port: int) -> str:
+def server_properties(data_dir: Path, host: str, port: int, controller_port: int,
+                      retention_bytes: int = DEFAULT_RETENTION_BYTES) -> str:
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
@@ -60,6 +62,7 @@ def server_properties(data_dir: Path, host: str, port: int, controller_port: int
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
         "log.retention.hours=168",
+        f"log.retention.bytes={retention_bytes}",
         "",
     ])
 
@@ -86,11 +89,12 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def prepare(data_dir: Path, host: str, port: int, controller_port: int) -> list[str]:
+def prepare(data_dir: Path, host: str, port: int, controller_port: int,
+            retention_bytes: int = DEFAULT_RETENTION_BYTES) -> list[str]:
     """Write config, format storage if new; returns the command that runs the broker."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "server.properties"
-    config.write_text(server_properties(data_dir, host, port, controller_port))
+    config.write_text(server_properties(data_dir, host, port, controller_port, retention_bytes))
     log4j = data_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     base = [_java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",

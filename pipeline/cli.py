@@ -15,7 +15,7 @@ from . import stack
 from .config import ConfigError, Settings, load_settings
 from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
-from .metrics import KafkaLagCollector, ProducerMetrics, serve
+from .metrics import DataDirCollector, KafkaLagCollector, ProducerMetrics, receiver_gauge, serve
 
 log = logging.getLogger("energy_monitor")
 
@@ -32,10 +32,14 @@ def _components(names: list[str]) -> list[str]:
 
 
 def cmd_up(settings: Settings, args) -> int:
-    for name in _components(args.components):
+    names = _components(args.components)
+    if "alertmanager" in names and not settings.alert_webhook_url:
+        print("WARNING: ALERT_WEBHOOK_URL is not set: Alertmanager has no receiver, alerts reach nobody",
+              file=sys.stderr, flush=True)
+    for name in names:
+        print(f"{name:<12} starting, waiting until it is ready", flush=True)
         outcome = stack.start(settings, name)
-        address = stack.COMPONENTS[name].address(settings)
-        print(f"{name:<12} {outcome:<16} {address}")
+        print(f"{name:<12} {outcome:<16} {stack.COMPONENTS[name].address(settings)}", flush=True)
     print(f"logs in {Path(settings.var_dir) / 'log'}")
     return 0
 
@@ -43,7 +47,7 @@ def cmd_up(settings: Settings, args) -> int:
 def cmd_down(settings: Settings, args) -> int:
     # Reverse order: producers and consumers stop before the broker they talk to.
     for name in reversed(_components(args.components)):
-        print(f"{name:<12} {stack.stop(settings, name)}")
+        print(f"{name:<12} {stack.stop(settings, name)}", flush=True)
     return 0
 
 
@@ -99,6 +103,8 @@ def cmd_replay(settings: Settings, args) -> int:
     result = replay(_producer(settings), path, args.format, args.household, report_skip)
     print(f"lines read {result.lines_read}, published {result.published}, "
           f"skipped {result.skipped}, failed {result.failed}")
+    if result.error:
+        raise CliError(result.error)
     return 1 if result.failed else 0
 
 
@@ -115,6 +121,10 @@ def cmd_exporter(settings: Settings, _args) -> int:
     registry = CollectorRegistry()
     roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
     registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
+    var = Path(settings.var_dir)
+    registry.register(DataDirCollector({"kafka": str(var / "kafka"), "checkpoints": settings.checkpoint_root,
+                                        "prometheus": str(var / "prometheus"), "logs": str(var / "log")}))
+    receiver_gauge(registry, bool(settings.alert_webhook_url))
     serve(registry, settings.metrics_host, settings.exporter_port)
     print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
     try:

@@ -131,7 +131,9 @@ _INT_RANGES = {
     "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
     "stream_metrics_port": (0, 65_535), "exporter_port": (1, 65_535), "view_port": (1, 65_535),
     "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535),
+    "kafka_retention_bytes": (1_048_576, 2**50), "log_max_bytes": (65_536, 2**30), "log_backups": (1, 100),
 }
+_SIZE = re.compile(r"^\d{1,6}(B|KB|MB|GB|TB)$")
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
+    kafka_retention_bytes: int = 1_073_741_824
+    prometheus_retention_size: str = "2GB"
+    log_max_bytes: int = 10_485_760
+    log_backups: int = 3
     log_level: str = "INFO"
     # Derived when built (never read from the environment): the parsed forms of the above.
     rule: Rule = field(init=False, compare=False, repr=False)
@@ -207,6 +213,12 @@ class Settings:
                               f"got {self.starting_offsets!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if not _SIZE.match(self.prometheus_retention_size):
+            raise ConfigError(f"PROMETHEUS_RETENTION_SIZE: a size such as 2GB or 500MB, got "
+                              f"{self.prometheus_retention_size!r}")
+        if self.alert_webhook_url and not re.fullmatch(r"https?://[^\s'\"]+", self.alert_webhook_url):
+            raise ConfigError(f"ALERT_WEBHOOK_URL: an http:// or https:// URL without spaces or quotes, "
+                              f"got {self.alert_webhook_url!r}")
         if not self.bootstrap_servers.strip():
             raise ConfigError("BOOTSTRAP_SERVERS: must name at least one host:port")
 

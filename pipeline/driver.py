@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +94,7 @@ def attach_metrics(spark, metrics: StreamMetrics) -> None:
 
     class ProgressListener(StreamingQueryListener):
         def onQueryStarted(self, event) -> None:
-            metrics.last_progress.set(time.time())
+            log.info("query started (id %s)", event.id)
 
         def onQueryProgress(self, event) -> None:
             metrics.observe_progress(json.loads(event.progress.json))
@@ -128,6 +130,36 @@ def trigger(writer, settings: Settings, once: bool):
     return writer.trigger(availableNow=True) if once else writer.trigger(processingTime=f"{settings.trigger_s} seconds")
 
 
+def _stop_between_batches(query, grace_s: float = 30.0) -> None:
+    """query.stop() once the batch in flight has committed (or after grace_s): stopping mid-batch
+    cancels its jobs, and the restarted job would redo the batch."""
+    deadline = time.monotonic() + grace_s
+    while query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log.info("stopping the query (query.stop())")
+    query.stop()
+    log.info("query stopped")
+
+
+def _wait_or_stop(query) -> None:
+    """Wait for the query to end; SIGTERM or Ctrl-C stop it with query.stop(). The signal only
+    sets a flag: raising inside a py4j call would break the gateway mid-command."""
+    from pyspark.errors import StreamingQueryException
+
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not query.awaitTermination(1):
+            if stop.is_set():
+                _stop_between_batches(query)
+                break
+    except StreamingQueryException:
+        pass  # the caller reports it, from query.exception()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def run(settings: Settings, once: bool) -> RunTotals:
     """`energy-monitor stream`: run the query until it ends (`once`) or is interrupted."""
     ensure_topics(settings.bootstrap_servers, settings.topics)
@@ -146,12 +178,7 @@ def run(settings: Settings, once: bool) -> RunTotals:
             observe(counts)
 
     query = start_query(spark, settings, once, on_batch)
-    try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log.info("stopping the query (query.stop())")
-        query.stop()
-        log.info("query stopped")
+    _wait_or_stop(query)
     failure = query.exception()
     if failure is not None:
         log.error("stream query failed: %s", failure)

@@ -10,6 +10,11 @@
   energy is kW / 60, stamped at the start of the minute. The dataset has one household; it is
   `H900001` unless `--household` names another.
 
+Files are read line by line (never whole), so a file of any size streams. A UTF-8 byte-order
+mark is dropped, a line that is not UTF-8 is skipped and reported with its number, and LCL
+columns are found by their header names (the 3-column sample layouts and the full data set's
+`LCLid,stdorToU,DateTime,KWH/hh (per half hour)` layout alike).
+
 Rows repeating an earlier row's household and time are skipped as duplicates (the LCL sample
 has such real duplicates), so no interval is counted twice. Converted values keep 9 decimals
 (the pipeline sums nano-kWh), so the readings' total equals the source's.
@@ -20,7 +25,6 @@ why; the caller reports both and prints the summary.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +44,7 @@ class Converted:
     key: str | None = None
     value: bytes | None = None
     skipped: str | None = None  # why the row could not be converted
+    end_offset: int = 0  # bytes of the file read up to the end of this line (for progress)
 
 
 def household_from_line(line: bytes) -> str | None:
@@ -52,72 +57,106 @@ def household_from_line(line: bytes) -> str | None:
     return None
 
 
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line without its terminator, bytes read so far), one line at a time."""
+    with path.open("rb") as handle:
+        offset = 0
+        for number, line in enumerate(handle, start=1):
+            offset += len(line)
+            yield number, line.rstrip(b"\n").rstrip(b"\r"), offset
+
+
 def read_lines(path: Path) -> Iterator[Converted]:
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # a final newline ends the last line; it does not start an empty one
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip(b"\r")
-        yield Converted(number, household_from_line(line), line)
+    for number, line, offset in _raw_lines(path):
+        yield Converted(number, household_from_line(line), line, end_offset=offset)
+
+
+def _text_rows(path: Path, delimiter: str | None = None) -> Iterator[tuple[int, list[str] | None, int]]:
+    """CSV rows decoded line by line: (number, fields or None if not UTF-8, offset). The
+    delimiter, when not given, is the header's most frequent of ';' and ','."""
+    for number, line, offset in _raw_lines(path):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, None, offset
+            continue
+        if number == 1:
+            text = text.lstrip("\ufeff")
+            delimiter = delimiter or (";" if text.count(";") > text.count(",") else ",")
+        yield number, next(csv.reader([text], delimiter=delimiter or ","), []), offset
 
 
 def _utc(stamp: datetime) -> int:
     return int(stamp.replace(tzinfo=timezone.utc).timestamp())
 
 
+def _lcl_columns(header: list[str]) -> tuple[int, int, int] | None:
+    names = [name.strip().lower() for name in header]
+    time_col = next((i for i, n in enumerate(names) if n in ("datetime", "tstp")), None)
+    kwh_col = next((i for i, n in enumerate(names) if "kwh" in n), None)
+    if "lclid" not in names or time_col is None or kwh_col is None:
+        return None
+    return names.index("lclid"), time_col, kwh_col
+
+
+def _lcl_row(number: int, row: list[str], columns: tuple[int, int, int], offset: int) -> Converted:
+    id_col, time_col, kwh_col = columns
+    if len(row) <= max(columns):
+        return Converted(number, skipped=f"expected at least {max(columns) + 1} fields, got {len(row)}",
+                         end_offset=offset)
+    match = _LCL_ID.match(row[id_col].strip())
+    try:
+        end = datetime.strptime(row[time_col].strip()[:19], "%Y-%m-%d %H:%M:%S")
+        kwh = float(row[kwh_col].strip())
+    except ValueError:
+        return Converted(number, skipped=f"unreadable time or value: {row[time_col].strip()!r}, "
+                                         f"{row[kwh_col].strip()!r}", end_offset=offset)
+    if match is None:
+        return Converted(number, skipped=f"household id {row[id_col]!r} is not MACnnnnnn", end_offset=offset)
+    household = f"H{match.group(1)}"
+    return Converted(number, household, format_reading(_utc(end), household, kwh, 9).encode(), end_offset=offset)
+
+
 def convert_lcl(path: Path) -> Iterator[Converted]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = csv.reader(handle)
-        header = next(rows, None)
-        if header is None or len(header) < 3:
-            yield Converted(1, skipped="no LCL header (LCLid,DateTime,KWH/hh)")
-            return
-        for number, row in enumerate(rows, start=2):
-            if len(row) < 3:
-                yield Converted(number, skipped=f"expected 3 fields, got {len(row)}")
-                continue
-            match = _LCL_ID.match(row[0].strip())
-            try:
-                end = datetime.strptime(row[1].strip()[:19], "%Y-%m-%d %H:%M:%S")
-                kwh = float(row[2].strip())
-            except ValueError:
-                yield Converted(number, skipped=f"unreadable time or value: {row[1].strip()!r}, {row[2].strip()!r}")
-                continue
-            if match is None:
-                yield Converted(number, skipped=f"household id {row[0]!r} is not MACnnnnnn")
-                continue
-            household = f"H{match.group(1)}"
-            yield Converted(number, household, format_reading(_utc(end), household, kwh, 9).encode())
+    columns = None
+    for number, row, offset in _text_rows(path, ","):
+        if row is None:
+            yield Converted(number, skipped="not UTF-8", end_offset=offset)
+        elif columns is None:
+            columns = _lcl_columns(row) if number == 1 else None
+            if columns is None:
+                yield Converted(number, skipped="no LCL header (LCLid, DateTime or tstp, a kWh column); "
+                                                "the file is not converted", end_offset=offset)
+                return
+        else:
+            yield _lcl_row(number, row, columns, offset)
 
 
-def _uci_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    text = path.read_text(encoding="utf-8")
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = [name.strip().lower() for name in next(reader)]
-    for number, row in enumerate(reader, start=2):
-        yield number, dict(zip(header, row))
+def _uci_row(number: int, row: dict[str, str], household: str, offset: int) -> Converted:
+    date, clock, power = row.get("date"), row.get("time"), row.get("global_active_power")
+    if not date or not clock or power is None:
+        return Converted(number, skipped="missing date, time or global_active_power", end_offset=offset)
+    try:
+        start = datetime.strptime(f"{date.strip()} {clock.strip()}", "%d/%m/%Y %H:%M:%S")
+    except ValueError:
+        return Converted(number, skipped=f"unreadable date/time {date!r} {clock!r}", end_offset=offset)
+    try:
+        kw = float(power)
+    except ValueError:
+        return Converted(number, skipped=f"missing value {power!r}", end_offset=offset)
+    return Converted(number, household, format_reading(_utc(start), household, kw / 60.0, 9).encode(),
+                     end_offset=offset)
 
 
 def convert_uci(path: Path, household: str = UCI_DEFAULT_HOUSEHOLD) -> Iterator[Converted]:
-    for number, row in _uci_rows(path):
-        date, clock, power = row.get("date"), row.get("time"), row.get("global_active_power")
-        if not date or not clock or power is None:
-            yield Converted(number, skipped="missing date, time or global_active_power")
-            continue
-        try:
-            start = datetime.strptime(f"{date.strip()} {clock.strip()}", "%d/%m/%Y %H:%M:%S")
-        except ValueError:
-            yield Converted(number, skipped=f"unreadable date/time {date!r} {clock!r}")
-            continue
-        try:
-            kw = float(power)
-        except ValueError:
-            yield Converted(number, skipped=f"missing value {power!r}")
-            continue
-        yield Converted(number, household, format_reading(_utc(start), household, kw / 60.0, 9).encode())
+    header = None
+    for number, row, offset in _text_rows(path):
+        if row is None:
+            yield Converted(number, skipped="not UTF-8", end_offset=offset)
+        elif header is None:
+            header = [name.strip().lower() for name in row]
+        else:
+            yield _uci_row(number, dict(zip(header, row)), household, offset)
 
 
 def _without_duplicates(items: Iterator[Converted]) -> Iterator[Converted]:
@@ -127,7 +166,7 @@ def _without_duplicates(items: Iterator[Converted]) -> Iterator[Converted]:
             stamp = item.value.split(b",", 1)[0]
             earlier = first_seen.setdefault((item.key, stamp), item.line_no)
             if earlier != item.line_no:
-                item = Converted(item.line_no, skipped=f"duplicate of line {earlier}")
+                item = Converted(item.line_no, skipped=f"duplicate of line {earlier}", end_offset=item.end_offset)
         yield item
 
 

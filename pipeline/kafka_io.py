@@ -20,8 +20,40 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not answer in time; the message says where we looked."""
 
 
+class _OncePerMinute(logging.Filter):
+    """Lets a message through once a minute per (logger, level, text without the client's
+    timestamp): a broker that is down makes librdkafka repeat the same line many times a second."""
+
+    def __init__(self, interval_s: float = 60.0):
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg)[:120], record.args and str(record.args[-1])[:120])
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval_s) < self.interval_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+# librdkafka's own log, through Python logging at WARNING and rate-limited, instead of its
+# default of printing every line to stderr.
+CLIENT_LOG = logging.getLogger("librdkafka")
+CLIENT_LOG.setLevel(logging.WARNING)
+CLIENT_LOG.addFilter(_OncePerMinute())
+
+
+def client_config(bootstrap: str, **extra) -> dict:
+    """The configuration every Kafka client of the pipeline starts from."""
+    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG, **extra}
+
+
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient(client_config(bootstrap))
 
 
 def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout_s: float = 15.0) -> None:
@@ -60,15 +92,14 @@ class ReadingProducer:
     def __init__(self, bootstrap: str, topic: str,
                  on_delivery: Callable[[bool, float], None] | None = None,
                  extra_config: dict | None = None):
-        config = {
-            "bootstrap.servers": bootstrap,
+        config = client_config(bootstrap, **{
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
             "error_cb": self._on_error,
-        }
+        })
         config.update(extra_config or {})
         self._producer = Producer(config)
         self.topic = topic
@@ -77,7 +108,7 @@ class ReadingProducer:
         self._sent = 0
 
     def _on_error(self, err: KafkaError) -> None:
-        log.warning("kafka client error: %s", err.str())
+        CLIENT_LOG.warning("kafka client error: %s", err.str())
         self.stats.last_error = err.str()
 
     def _delivered(self, err, msg) -> None:
@@ -131,8 +162,8 @@ def end_offsets(consumer: Consumer, topics, timeout_s: float) -> dict[str, dict[
 def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """partition -> end offset of one topic ({} if it does not exist), waiting for a new
     topic's leaders to settle."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-probe",
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "energy-monitor-probe",
+                                                    "enable.auto.commit": False}))
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -155,8 +186,8 @@ def read_topic(bootstrap: str, topic: str, from_beginning: bool = True,
     Stops after `idle_timeout_s` without a record (None: never), or, with `stop_at_end`,
     as soon as every partition's end offset at start time has been reached.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "energy-monitor-reader", "enable.auto.commit": False,
+                                                    "enable.partition.eof": False}))
     try:
         ends = topic_end_offsets(bootstrap, topic)
         start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
@@ -184,8 +215,8 @@ def read_topic(bootstrap: str, topic: str, from_beginning: bool = True,
 def last_values(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes]:
     """The newest record of each non-empty partition (no consumer group, nothing committed)."""
     ends = topic_end_offsets(bootstrap, topic, timeout_s)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-monitor-probe",
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "energy-monitor-probe",
+                                                    "enable.auto.commit": False}))
     try:
         values = []
         for partition, end in ends.items():

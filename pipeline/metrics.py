@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -128,9 +130,9 @@ class KafkaLagCollector(Collector):
 
         self.topics = dict(topics)
         self.timeout_s = timeout_s
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "energy-lag-exporter",
-                                   "enable.auto.commit": False})
+        self._admin = AdminClient(kafka_io.client_config(bootstrap))
+        self._consumer = Consumer(kafka_io.client_config(bootstrap, **{"group.id": "energy-lag-exporter",
+                                                                       "enable.auto.commit": False}))
         self._lock = threading.Lock()
 
     def describe(self):
@@ -192,3 +194,36 @@ class KafkaLagCollector(Collector):
                 oldest_ms = stamp if oldest_ms is None else min(oldest_ms, stamp)
         self._consumer.unassign()
         return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000.0)
+
+
+class DataDirCollector(Collector):
+    """Free and total bytes of the filesystems that hold the pipeline's data, read at scrape
+    time (statvfs), for EnergyDiskFillingUp. A folder not made yet is measured at its nearest
+    existing parent: that is where its data will go."""
+
+    def __init__(self, dirs: dict[str, str]):
+        self.dirs = dict(dirs)
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        free = GaugeMetricFamily("energy_data_dir_free_bytes", "Bytes free for the data directory "
+                                 "(available to unprivileged writers).", labels=["dir"])
+        size = GaugeMetricFamily("energy_data_dir_size_bytes", "Size of the data directory's filesystem.",
+                                 labels=["dir"])
+        for name, folder in self.dirs.items():
+            path = Path(folder)
+            while not path.exists() and path != path.parent:
+                path = path.parent
+            stats = os.statvfs(path)
+            free.add_metric([name], stats.f_bavail * stats.f_frsize)
+            size.add_metric([name], stats.f_blocks * stats.f_frsize)
+        yield from (free, size)
+
+
+def receiver_gauge(registry: CollectorRegistry, configured: bool) -> None:
+    """1 when Alertmanager has a receiver (ALERT_WEBHOOK_URL), so the dashboard can say when
+    alerts reach nobody."""
+    Gauge("energy_alert_receiver_configured", "1 if ALERT_WEBHOOK_URL gives Alertmanager a receiver.",
+          registry=registry).set(1 if configured else 0)

@@ -15,11 +15,18 @@ Everything here is numpy on whole arrays: one call handles every household of a 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+# pyspark's Arrow serializer (in every Python worker) concatenates the frames the state
+# function returns, and pandas 2.2 warns about their all-null columns on every batch. This
+# module is what each worker imports of ours, so the filter is set here.
+warnings.filterwarnings("ignore", category=FutureWarning,
+                        message="The behavior of DataFrame concatenation with empty or all-NA entries")
 
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 

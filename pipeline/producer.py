@@ -95,18 +95,36 @@ class ReplaySummary:
     published: int
     skipped: int
     failed: int
+    error: str | None = None  # why the replay stopped early
 
 
 def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | None = None,
            report_skip: Callable[[int, str], None] | None = None) -> ReplaySummary:
+    """Publish a file's lines (converted by `fmt`), logging progress every PROGRESS_EVERY_S.
+    An interruption or a read error ends it early, but what was sent is always flushed and
+    the summary always says what reached Kafka."""
     read = skipped = 0
-    for item in convert(path, fmt, household):
-        read += 1
-        if item.skipped is not None:
-            skipped += 1
-            if report_skip:
-                report_skip(item.line_no, item.skipped)
-            continue
-        producer.send(item.key, item.value)
-    result = _summary(producer, read - skipped, 60.0)
-    return ReplaySummary(read, result.acknowledged, skipped, result.failed + result.unflushed)
+    size = max(1, path.stat().st_size)
+    started = time.monotonic()
+    next_progress = started + PROGRESS_EVERY_S
+    error = None
+    try:
+        for item in convert(path, fmt, household):
+            read += 1
+            if item.skipped is not None:
+                skipped += 1
+                if report_skip:
+                    report_skip(item.line_no, item.skipped)
+            else:
+                producer.send(item.key, item.value)
+            if time.monotonic() >= next_progress:
+                elapsed = time.monotonic() - started
+                log.info("replay %s: %d lines (%.0f%%), %.0f lines/s", path.name, read,
+                         100.0 * item.end_offset / size, read / elapsed)
+                next_progress += PROGRESS_EVERY_S
+    except KeyboardInterrupt:
+        error = f"interrupted after line {read}"
+    except OSError as exc:
+        error = f"reading {path} failed after line {read}: {exc}"
+    result = _summary(producer, read - skipped, 2 * FLUSH_TIMEOUT_S)
+    return ReplaySummary(read, result.acknowledged, skipped, result.failed + result.unflushed, error)

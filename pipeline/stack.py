@@ -1,31 +1,29 @@
 """`energy-monitor up/down/status`: the local stack as background processes.
 
-Each component runs detached in its own session, with its log in `VAR_DIR/log/<name>.log` and
-its pid in `VAR_DIR/run/<name>.pid`. `up` is idempotent (a running component is left alone),
-and `down` stops only what `up` started, found by those pid files.
+Each component runs detached in its own session, with its log in `VAR_DIR/log/<name>.log`
+(rotated at LOG_MAX_BYTES) and its pid and start time in `VAR_DIR/run/<name>.pid`. `up` is
+idempotent (a running component is left alone) and waits for each component's own readiness
+check; `down` stops only what `up` started (processes.py).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import broker
+from . import broker, processes
 from .broker import host_port, port_open
 from .config import PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
+from .processes import PidFile
 
 log = logging.getLogger(__name__)
-
-STOP_GRACE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -33,12 +31,15 @@ class Component:
     name: str
     command: Callable[[Settings], list[str]]
     address: Callable[[Settings], str]
-    ready: Callable[[Settings], bool] | None = None
+    ready: Callable[[Settings], bool]  # its own readiness check, not just an open port
+    port: Callable[[Settings], int] | None = None  # must be free before it starts
+    wait_s: float = 120.0
 
 
 def _kafka_command(settings: Settings) -> list[str]:
     host, port = host_port(settings.bootstrap_servers)
-    return broker.prepare(Path(settings.var_dir) / "kafka", host, port, settings.kafka_controller_port)
+    return broker.prepare(Path(settings.var_dir) / "kafka", host, port, settings.kafka_controller_port,
+                          settings.kafka_retention_bytes)
 
 
 def _kafka_ready(settings: Settings) -> bool:
@@ -78,23 +79,44 @@ def _prometheus_command(settings: Settings) -> list[str]:
     config = write_prometheus_config(settings, folder)
     return ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=7d"]
+            "--storage.tsdb.retention.time=15d",
+            f"--storage.tsdb.retention.size={settings.prometheus_retention_size}"]
 
 
 def _alertmanager_command(settings: Settings) -> list[str]:
+    """The same renderer as docker compose: the receiver comes from ALERT_WEBHOOK_URL."""
     folder = Path(settings.var_dir) / "alertmanager"
     folder.mkdir(parents=True, exist_ok=True)
-    config = (MONITORING_DIR / "alertmanager.yml").read_text()
-    if settings.alert_webhook_url:
-        config = config.replace("http://127.0.0.1:9099/alerts", settings.alert_webhook_url)
-    (folder / "alertmanager.yml").write_text(config)
-    return ["prometheus-alertmanager", f"--config.file={folder / 'alertmanager.yml'}",
-            f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}",
-            "--cluster.listen-address="]
+    return ["env", f"ALERT_WEBHOOK_URL={settings.alert_webhook_url}", "sh",
+            str(MONITORING_DIR / "alertmanager-run.sh"), str(MONITORING_DIR / "alertmanager.yml"),
+            str(folder / "alertmanager.yml"), f"--storage.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}", "--cluster.listen-address="]
 
 
-def _http_ready(port_of: Callable[[Settings], int]) -> Callable[[Settings], bool]:
-    return lambda settings: port_open("127.0.0.1", port_of(settings))
+def _http_text(port: int, path: str) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.read(1_000_000).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def _serves(port_of: Callable[[Settings], int], path: str, marker: str) -> Callable[[Settings], bool]:
+    """Ready when the port answers `path` with `marker` in the body: a foreign process that
+    merely holds the port does not pass."""
+    return lambda settings: marker in (_http_text(port_of(settings), path) or "")
+
+
+def _metric_positive(port_of: Callable[[Settings], int], metric: str) -> Callable[[Settings], bool]:
+    """Ready when the component's own metric is above 0 (its first acknowledged reading, its
+    query's first progress report); with its metrics port off, as soon as it runs."""
+    def ready(settings: Settings) -> bool:
+        port = port_of(settings)
+        if not port:
+            return True
+        lines = (_http_text(port, "/metrics") or "").splitlines()
+        return any(line.startswith(metric + " ") and float(line.split()[-1]) > 0 for line in lines)
+    return ready
 
 
 def _cli(*args: str) -> Callable[[Settings], list[str]]:
@@ -102,86 +124,81 @@ def _cli(*args: str) -> Callable[[Settings], list[str]]:
 
 
 COMPONENTS = {
-    "kafka": Component("kafka", _kafka_command, lambda s: s.bootstrap_servers, _kafka_ready),
+    "kafka": Component("kafka", _kafka_command, lambda s: s.bootstrap_servers, _kafka_ready,
+                       lambda s: host_port(s.bootstrap_servers)[1]),
     "prometheus": Component("prometheus", _prometheus_command,
                             lambda s: f"http://127.0.0.1:{s.prometheus_port}",
-                            _http_ready(lambda s: s.prometheus_port)),
+                            _serves(lambda s: s.prometheus_port, "/-/ready", "Prometheus"),
+                            lambda s: s.prometheus_port),
     "alertmanager": Component("alertmanager", _alertmanager_command,
                               lambda s: f"http://127.0.0.1:{s.alertmanager_port}",
-                              _http_ready(lambda s: s.alertmanager_port)),
+                              _serves(lambda s: s.alertmanager_port, "/-/ready", "OK"),
+                              lambda s: s.alertmanager_port),
     "exporter": Component("exporter", _cli("exporter"),
                           lambda s: f"http://{s.metrics_host}:{s.exporter_port}/metrics",
-                          _http_ready(lambda s: s.exporter_port)),
+                          _serves(lambda s: s.exporter_port, "/metrics", "energy_kafka_up"),
+                          lambda s: s.exporter_port),
     "producer": Component("producer", _cli("produce"),
-                          lambda s: f"-> {s.readings_topic}; metrics http://{s.metrics_host}:{s.producer_metrics_port}/metrics"),
+                          lambda s: f"-> {s.readings_topic}; metrics http://{s.metrics_host}:{s.producer_metrics_port}/metrics",
+                          _metric_positive(lambda s: s.producer_metrics_port, "energy_readings_produced_total"),
+                          lambda s: s.producer_metrics_port),
     "stream": Component("stream", _cli("stream"),
                         lambda s: f"{s.readings_topic} -> {s.alerts_topic}; metrics "
-                                  f"http://{s.metrics_host}:{s.stream_metrics_port}/metrics; Spark UI http://127.0.0.1:4040"),
-    "view": Component("view", _cli("view"), lambda s: f"http://127.0.0.1:{s.view_port}"),
+                                  f"http://{s.metrics_host}:{s.stream_metrics_port}/metrics; Spark UI http://127.0.0.1:4040",
+                        _metric_positive(lambda s: s.stream_metrics_port,
+                                         "energy_stream_last_progress_timestamp_seconds"),
+                        lambda s: s.stream_metrics_port, wait_s=240.0),
+    "view": Component("view", _cli("view"), lambda s: f"http://127.0.0.1:{s.view_port}",
+                      _serves(lambda s: s.view_port, "/_stcore/health", "ok"), lambda s: s.view_port),
 }
 
 
-def _paths(settings: Settings, name: str) -> tuple[Path, Path]:
+def _paths(settings: Settings, name: str) -> tuple[PidFile, Path]:
     var = Path(settings.var_dir)
-    return var / "run" / f"{name}.pid", var / "log" / f"{name}.log"
+    return PidFile(var / "run" / f"{name}.pid"), var / "log" / f"{name}.log"
 
 
 def running_pid(settings: Settings, name: str) -> int | None:
-    pid_file, _ = _paths(settings, name)
+    return _paths(settings, name)[0].running()
+
+
+def _log_tail(log_file: Path, lines: int = 15) -> str:
     try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
-def start(settings: Settings, name: str, wait_s: float = 90.0) -> str:
+def start(settings: Settings, name: str) -> str:
     component = COMPONENTS[name]
     pid_file, log_file = _paths(settings, name)
-    if running_pid(settings, name):
+    if pid_file.running():
         return "already running"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        process = subprocess.Popen(component.command(settings), stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_file.write_text(str(process.pid))
-    if component.ready is None:
-        return "started"
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    port = component.port(settings) if component.port else 0
+    if port and port_open("127.0.0.1", port):
+        raise RuntimeError(f"{name}: port {port} is held by another process, not one `up` started "
+                           f"(stop it, or set another port)")
+    process = processes.spawn(component.command(settings), log_file, settings.log_max_bytes, settings.log_backups)
+    pid_file.write(process.pid)
+    deadline = time.monotonic() + component.wait_s
+    while not component.ready(settings):
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode}; see {log_file}")
-        if component.ready(settings):
-            return "started"
+            raise RuntimeError(f"{name} exited with code {process.returncode}; the end of {log_file}:\n"
+                               + _log_tail(log_file))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} not ready after {component.wait_s:.0f}s; the end of {log_file}:\n"
+                               + _log_tail(log_file))
         time.sleep(1.0)
-    raise RuntimeError(f"{name} not ready after {wait_s:.0f}s; see {log_file}")
+    return "started"
 
 
 def stop(settings: Settings, name: str) -> str:
-    pid = running_pid(settings, name)
-    pid_file, _ = _paths(settings, name)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return "not running"
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and running_pid(settings, name):
-        time.sleep(0.3)
-    if running_pid(settings, name):
-        os.killpg(pid, signal.SIGKILL)
-        outcome = "killed after grace period"
-    else:
-        outcome = "stopped"
-    pid_file.unlink(missing_ok=True)
-    return outcome
+    return processes.stop(_paths(settings, name)[0])
 
 
 def status(settings: Settings) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, component in COMPONENTS.items():
-        _, log_file = _paths(settings, name)
-        state = "running" if running_pid(settings, name) else "stopped"
-        rows.append((name, state, component.address(settings), str(log_file)))
+        pid_file, log_file = _paths(settings, name)
+        rows.append((name, "running" if pid_file.running() else "stopped", component.address(settings), str(log_file)))
     return rows
