@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef
+from grafana_foundation_sdk.models.common import BigValueColorMode
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode, VariableRefresh
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 OUT = Path(__file__).resolve().parent / "json"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -34,74 +36,196 @@ def series(title: str, unit: str, description: str, *queries: prometheus.Dataque
     return panel
 
 
-def single(title: str, unit: str, description: str, expr: str) -> stat.Panel:
+def steps(*pairs: tuple[float | None, str]) -> db.ThresholdsConfig:
+    """Threshold steps from (value, color) pairs; the first value is None (the base colour)."""
+    return db.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([Threshold(v, c) for v, c in pairs])
+
+
+# Stat thresholds, each the same number as the alert rule it mirrors (rules/alerts.yml).
+NEEDS_DATA = steps((None, "red"), (0.001, "green"))  # red at 0: nothing flows
+BELOW_IS_BAD = steps((None, "red"), (1, "green"))
+
+
+def single(title: str, unit: str, description: str, expr: str, thresholds: db.ThresholdsConfig,
+           span: int = 6) -> stat.Panel:
     return (stat.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
-            .height(4).span(6).with_target(query(expr)))
+            .height(4).span(span).with_target(query(expr)).thresholds(thresholds)
+            .color_mode(BigValueColorMode.BACKGROUND))
+
+
+def row(title: str) -> db.Row:
+    return db.Row(title)
 
 
 def base(uid: str, title: str, description: str) -> db.Dashboard:
     return (db.Dashboard(title).uid(uid).description(description).tags(["energy-monitor"])
             .refresh("10s").time("now-30m", "now").timezone("utc")
-            .with_variable(db.DatasourceVariable("datasource").label("Prometheus").type("prometheus")))
+            .with_variable(db.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+            .annotation(db.AnnotationQuery().name("Firing alerts").datasource(DATASOURCE).enable(True)
+                        .icon_color("red").expr('ALERTS{alertstate="firing", alertname=~"Energy.*"}')))
+
+
+def variable(name: str, label: str, query_text: str) -> db.QueryVariable:
+    return (db.QueryVariable(name).label(label).datasource(DATASOURCE).query(query_text)
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).include_all(True).all_value(".*").multi(True))
 
 
 def pipeline_health() -> db.Dashboard:
-    return (base("energy-pipeline-health", "Energy monitor · pipeline health",
-                 "Throughput, lag, batch timing, data quality and scrape health of the pipeline.")
-            .with_panel(single("Readings in", "rps", "Readings per second written to the readings topic.",
-                               'energy:topic_records_in:rate1m{role="readings"}'))
-            .with_panel(single("Stream backlog", "short", "Readings in Kafka the stream job has not processed.",
-                               "energy:stream_offsets_behind_latest:sum"))
-            .with_panel(single("Last batch", "s", "Duration of the latest micro-batch.",
-                               "energy:stream_batch_duration_seconds:max"))
-            .with_panel(single("Since last progress", "s", "Seconds since the query last reported progress.",
-                               "energy:stream_seconds_since_progress:max"))
-            .with_panel(single("Alert receiver", "short",
-                               "1: Alertmanager posts to ALERT_WEBHOOK_URL. 0: no receiver is configured and "
-                               "alerts reach nobody: set ALERT_WEBHOOK_URL in .env and restart alertmanager.",
-                               "energy:alert_receiver_configured:min"))
-            .with_panel(single("Least disk free", "percentunit",
-                               "Free share of the fullest data directory's filesystem (Kafka, checkpoints, "
-                               "Prometheus, logs). Below 20% and falling, EnergyDiskFillingUp fires.",
-                               "min(energy:data_dir_free:ratio)"))
-            .with_panel(series("Throughput in / out", "rps", "Produced readings, readings read by Spark, alerts written.",
-                               query("energy:readings_produced:rate1m", "produced (acks)"),
-                               query("energy:stream_input_rows:rate1m", "stream input", "B"),
-                               query('energy:topic_records_in:rate1m{role="alerts"}', "alerts out", "C")))
-            .with_panel(series("Stream lag", "short", "Offsets behind latest (Spark query progress) and consumer-group lag.",
-                               query("energy:stream_offsets_behind_latest:sum", "stream job"),
-                               query("energy:consumer_group_lag:max", "{{group}} on {{topic}}", "B")))
-            .with_panel(series("Lag in seconds", "s", "Watermark lag of the stream job and age of the oldest unconsumed alert per group.",
-                               query("energy:stream_watermark_lag_seconds:max", "watermark lag"),
-                               query("energy:consumer_group_lag_seconds:max", "{{group}} on {{topic}}", "B")))
-            .with_panel(series("Batch duration", "s", "Last micro-batch duration and the producer's p99 delivery latency.",
-                               query("energy:stream_batch_duration_seconds:max", "batch duration"),
-                               query("energy:producer_delivery_latency_seconds:p99_5m", "producer p99 delivery", "B")))
-            .with_panel(series("Invalid and late readings", "rps", "Dead letters by reason and readings dropped as late.",
-                               query("energy:invalid_readings:rate5m", "invalid: {{reason}}"),
-                               query("energy:late_rows_dropped:rate5m", "late, dropped", "B")))
-            .with_panel(series("Exporters up", "short", "1 when Prometheus scrapes the target.",
-                               query('up{job=~"energy-.*|prometheus|alertmanager"}', "{{job}}"),
-                               query("energy_kafka_up", "kafka reachable", "B"))))
+    dashboard = (base("energy-pipeline-health", "Energy monitor · pipeline health",
+                      "Throughput, lag, alert latency, batch timing, state, data quality, Spark and scrape health.")
+                 .with_variable(variable("topic", "Topic", "label_values(energy_stream_lag_seconds, topic)"))
+                 .with_variable(variable("partition", "Partition",
+                                         'label_values(energy_stream_lag_seconds{topic=~"$topic"}, partition)')))
+    for panel in _health_overview() + _latency_and_lag() + _batches_and_state() + _spark_jvm():
+        dashboard = dashboard.with_row(panel) if isinstance(panel, db.Row) else dashboard.with_panel(panel)
+    return dashboard
+
+
+def _health_overview() -> list:
+    return [
+        row("Overview"),
+        single("Readings in", "rps", "Readings per second written to the readings topic. Red at 0: the producers "
+               "or meters stopped (EnergyReadingsStalled); read the producer log.",
+               'energy:topic_records_in:rate1m{role="readings"}', NEEDS_DATA),
+        single("Stream lag", "s", "Age of the oldest reading the job has not processed. Red from 120 s, as "
+               "EnergyStreamLagHigh: check the lag-per-partition table, then batch duration.",
+               "energy:stream_lag_seconds:max", steps((None, "green"), (60, "yellow"), (120, "red"))),
+        single("Stream backlog", "short", "Readings in Kafka the job has not processed. Yellow from 10,000, where "
+               "EnergyStreamLagGrowing starts watching the trend; if it keeps growing, scale out.",
+               "energy:stream_offsets_behind_latest:sum", steps((None, "green"), (10000, "yellow"), (100000, "red"))),
+        single("Since last progress", "s", "Seconds since the query last reported progress. Red from 120 s, as "
+               "EnergyStreamStalled: look for a stuck batch in the Spark UI.",
+               "energy:stream_seconds_since_progress:max", steps((None, "green"), (30, "yellow"), (120, "red"))),
+        single("Alert receiver", "short", "1: Alertmanager posts to ALERT_WEBHOOK_URL. 0 (red): no receiver is "
+               "configured and alerts reach nobody; set ALERT_WEBHOOK_URL in .env and restart alertmanager.",
+               "energy:alert_receiver_configured:min", BELOW_IS_BAD),
+        single("Least disk free", "percentunit", "Free share of the fullest data directory's filesystem (Kafka, "
+               "checkpoints, Prometheus, logs). Red under 20%, where EnergyDiskFillingUp watches the trend: "
+               "lower retention or add disk.",
+               "min(energy:data_dir_free:ratio)", steps((None, "red"), (0.2, "yellow"), (0.4, "green"))),
+        single("Invalid readings/s", "rps", "Dead letters per second. Yellow above 0, as EnergyInvalidReadings: "
+               "read energy_readings_dlq (reason, raw prefix, partition/offset) and fix the sender.",
+               "sum(energy:invalid_readings:rate5m)", steps((None, "green"), (0.001, "yellow"))),
+        single("Late readings/s", "rps", "Readings dropped as later than the watermark. Yellow above 0, as "
+               "EnergyLateReadingsDropped: a delayed producer or clock skew.",
+               "sum(energy:late_rows_dropped:rate5m)", steps((None, "green"), (0.001, "yellow"))),
+        series("Throughput in / out", "rps", "Produced readings, readings read by Spark, alerts written. If input "
+               "exceeds what the job reads for long, the backlog grows: scale out.",
+               query("energy:readings_produced:rate1m", "produced (acks)"),
+               query("energy:stream_input_rows:rate1m", "stream input", "B"),
+               query('energy:topic_records_in:rate1m{role="alerts"}', "alerts out", "C")),
+        series("Exporters up", "short", "1 when Prometheus scrapes the target. A 0 is EnergyTargetDown: "
+               "`energy-monitor status` and the component's log.",
+               query('up{job=~"energy-.*|prometheus|alertmanager|spark"}', "{{job}}"),
+               query("energy_kafka_up", "kafka reachable", "B")),
+    ]
+
+
+def _latency_and_lag() -> list:
+    slo = steps((None, "green"), (1.5, "yellow"), (2, "red"))  # ALERT_LATENCY_SLO_SECONDS default
+    return [
+        row("Alert latency and lag"),
+        single("Alert latency p50", "s", "Median time from the crossing reading reaching Kafka to its alert "
+               "written (5 min). Red from the 2 s SLO target: see batch duration and lag.",
+               "energy:alert_latency_seconds:p50_5m", slo),
+        single("Alert latency p95", "s", "95th percentile of the alert latency (5 min). Red from the SLO target.",
+               "energy:alert_latency_seconds:p95_5m", slo),
+        single("Alert latency p99", "s", "99th percentile (5 min): the SLO wants 99% of alerts within "
+               "ALERT_LATENCY_SLO_SECONDS. Red here for long is an SLO burn.",
+               "energy:alert_latency_seconds:p99_5m", slo),
+        single("SLO errors (1 h)", "percentunit", "Share of alerts over the latency target in the last hour. "
+               "Red from 14.4%, as EnergyAlertLatencySLOFastBurn.",
+               "energy:alert_latency_slo_errors:ratio_rate1h", steps((None, "green"), (0.06, "yellow"), (0.144, "red"))),
+        heatmap.Panel().title("Alert latency").description(
+            "Alerts per latency bucket over time. A band moving up: batches slow down or the job falls behind.")
+        .datasource(DATASOURCE).height(8).span(12)
+        .with_target(query("energy:alert_latency_seconds_bucket:rate1m", "{{le}}").format(PromQueryFormat.HEATMAP)),
+        table.Panel().title("Lag per partition").description(
+            "Seconds and records behind, per partition of $topic. One partition far behind: its leader broker "
+            "or a hot key; all of them: the job is too slow.")
+        .datasource(DATASOURCE).height(8).span(12)
+        .with_target(query('energy:stream_lag_seconds:by_partition{topic=~"$topic", partition=~"$partition"}',
+                           "seconds").instant().format(PromQueryFormat.TABLE))
+        .with_target(query('energy:stream_offsets_behind:by_partition{topic=~"$topic", partition=~"$partition"}',
+                           "records", "B").instant().format(PromQueryFormat.TABLE)),
+        series("Lag in seconds", "s", "Oldest unprocessed reading per partition, and the oldest unconsumed "
+               "alert per committing group. Rising without end: the consumer is down or too slow.",
+               query('energy:stream_lag_seconds:by_partition{topic=~"$topic", partition=~"$partition"}',
+                     "stream {{topic}}/{{partition}}"),
+               query("energy:consumer_group_lag_seconds:max", "{{group}} on {{topic}}", "B")),
+        series("Records behind", "short", "Records behind per partition for the job and for every committing group.",
+               query('energy:stream_offsets_behind:by_partition{topic=~"$topic", partition=~"$partition"}',
+                     "stream {{topic}}/{{partition}}"),
+               query("energy:consumer_group_partition_lag:max", "{{group}} {{topic}}/{{partition}}", "B")),
+    ]
+
+
+def _batches_and_state() -> list:
+    return [
+        row("Batches and state"),
+        series("Batch duration", "s", "Last micro-batch duration and the producer's p99 delivery latency. "
+               "Above the trigger interval for 5 min is EnergyStreamBatchesSlow: more cores, or check state size.",
+               query("energy:stream_batch_duration_seconds:max", "batch duration"),
+               query("energy:producer_delivery_latency_seconds:p99_5m", "producer p99 delivery", "B")),
+        series("State", "short", "Keys (state buckets) and memory of the alert state store. Memory growing "
+               "without bound means windows are not evicted: check the watermark lag.",
+               query("energy:stream_state_rows:sum", "rows"),
+               query("energy:stream_state_memory_bytes:sum", "memory bytes", "B")),
+        series("Watermark lag", "s", "Wall-clock time minus the event-time watermark (negative while the "
+               "simulator runs ahead with SPEEDUP). Growing: readings arrive late or the job is behind.",
+               query("energy:stream_watermark_lag_seconds:max", "watermark lag")),
+        series("Invalid and late readings", "rps", "Dead letters by reason and readings dropped as late. "
+               "Read energy_readings_dlq to find the sender.",
+               query("energy:invalid_readings:rate5m", "invalid: {{reason}}"),
+               query("energy:late_rows_dropped:rate5m", "late, dropped", "B")),
+    ]
+
+
+def _spark_jvm() -> list:
+    return [
+        row("Spark JVM"),
+        series("JVM heap", "bytes", "Heap in use per executor (the driver in local mode). Near the maximum "
+               "with rising GC time: smaller batches (MAX_OFFSETS_PER_TRIGGER) or more memory.",
+               query("energy:spark_jvm_heap_bytes:max", "{{executor_id}}")),
+        series("GC time", "percentunit", "Share of time in garbage collection per executor. Above 10%: the "
+               "JVM is short of memory.",
+               query("energy:spark_gc_seconds:rate1m", "{{executor_id}}")),
+        series("Active tasks", "short", "Tasks running now. Always at the core count: the job is CPU-bound.",
+               query("energy:spark_active_tasks:sum", "active")),
+        series("Failed tasks", "short", "Tasks failed in the last 5 minutes. Any: read the stream log; "
+               "Spark retries them, but a batch that keeps failing stops the query.",
+               query("energy:spark_failed_tasks:increase5m", "failed")),
+    ]
 
 
 def energy_alerts() -> db.Dashboard:
     return (base("energy-alerts", "Energy monitor · energy & alerts",
                  "Alert rates by mode and the readings behind them. Per-household detail is in the alert view.")
-            .with_panel(single("Alerts, last hour", "short", "Alerts emitted in the last hour, all modes.",
-                               "sum(energy:alerts:increase1h)"))
-            .with_panel(single("Alerts/s", "short", "Alert rate over 5 minutes.", "sum(energy:alerts:rate5m)"))
-            .with_panel(single("Readings/s", "rps", "Readings read by the stream job.", "energy:stream_input_rows:rate1m"))
-            .with_panel(single("Invalid readings/s", "rps", "Readings sent to the dead-letter topic.",
-                               "sum(energy:invalid_readings:rate5m)"))
-            .with_panel(series("Alert rate by mode", "short", "Alerts per second, by rule mode.",
-                               query("energy:alerts:rate5m", "{{mode}}")))
-            .with_panel(series("Alerts over time", "short", "Alerts in the trailing hour, by mode.",
-                               query("energy:alerts:increase1h", "{{mode}}")))
-            .with_panel(series("Readings per second", "rps", "Produced and processed readings.",
+            .with_variable(variable("mode", "Mode", "label_values(energy_alerts_total, mode)"))
+            .with_panel(single("Alerts, last hour", "short", "Alerts emitted in the last hour. Red from 360,000 "
+                               "(100/s, as EnergyAlertStorm): check RUN_MODE and the threshold.",
+                               'sum(energy:alerts:increase1h{mode=~"$mode"})',
+                               steps((None, "green"), (360000, "red"))))
+            .with_panel(single("Alerts/s", "short", "Alert rate over 5 minutes. Red from 100/s, as EnergyAlertStorm: "
+                               "a wrong threshold or a meter stuck high.",
+                               'sum(energy:alerts:rate5m{mode=~"$mode"})', steps((None, "green"), (100, "red"))))
+            .with_panel(single("Readings/s", "rps", "Readings read by the stream job. Red at 0: the job or the "
+                               "producers stopped.", "energy:stream_input_rows:rate1m", NEEDS_DATA))
+            .with_panel(single("Invalid readings/s", "rps", "Readings sent to the dead-letter topic. Yellow above 0, "
+                               "as EnergyInvalidReadings: read energy_readings_dlq.",
+                               "sum(energy:invalid_readings:rate5m)", steps((None, "green"), (0.001, "yellow"))))
+            .with_panel(series("Alert rate by mode", "short", "Alerts per second, by rule mode. A jump after a "
+                               "rule change is expected; a jump without one is a meter or data problem.",
+                               query('energy:alerts:rate5m{mode=~"$mode"}', "{{mode}}")))
+            .with_panel(series("Alerts over time", "short", "Alerts in the trailing hour, by mode. Compare with "
+                               "yesterday at the same hour: a daily pattern is normal, a step is not.",
+                               query('energy:alerts:increase1h{mode=~"$mode"}', "{{mode}}")))
+            .with_panel(series("Readings per second", "rps", "Produced and processed readings. A gap between "
+                               "them is the job falling behind.",
                                query("energy:readings_produced:rate1m", "produced"),
                                query("energy:stream_input_rows:rate1m", "processed", "B")))
-            .with_panel(series("Invalid readings by reason", "rps", "Dead letters per second by reason.",
+            .with_panel(series("Invalid readings by reason", "rps", "Dead letters per second by reason: the "
+                               "reason says what the sender writes wrong.",
                                query("energy:invalid_readings:rate5m", "{{reason}}"))))
 
 

@@ -15,7 +15,8 @@ from . import stack
 from .config import ConfigError, Settings, load_settings
 from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
-from .metrics import DataDirCollector, KafkaLagCollector, ProducerMetrics, receiver_gauge, serve
+from .metrics import (DataDirCollector, KafkaLagCollector, ProducerMetrics, StreamLagCollector, receiver_gauge,
+                      serve)
 
 log = logging.getLogger("energy_monitor")
 
@@ -125,6 +126,7 @@ def cmd_exporter(settings: Settings, _args) -> int:
     registry.register(DataDirCollector({"kafka": str(var / "kafka"), "checkpoints": settings.checkpoint_root,
                                         "prometheus": str(var / "prometheus"), "logs": str(var / "log")}))
     receiver_gauge(registry, bool(settings.alert_webhook_url))
+    registry.register(StreamLagCollector(settings.bootstrap_servers, settings.checkpoint_dir()))
     serve(registry, settings.metrics_host, settings.exporter_port)
     print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
     try:
@@ -169,6 +171,19 @@ def cmd_alerts(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_dashboards_publish(settings: Settings, args) -> int:
+    from .grafana_publish import PublishError, publish
+
+    try:
+        published = publish(args.url, args.folder, settings.grafana_api_token, settings.grafana_admin_user,
+                            settings.grafana_admin_password)
+    except PublishError as exc:
+        raise CliError(str(exc)) from None
+    for uid, version in published:
+        print(f"{uid:<28} version {version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="energy-monitor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,12 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("view", help="the Streamlit alert view").set_defaults(func=cmd_view)
 
+    _add_dashboards(sub)
     p = sub.add_parser("alerts", help="print alerts as JSON lines")
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--timeout", type=float, default=None,
                    help="exit after S seconds without a new alert (default: keep waiting)")
     p.set_defaults(func=cmd_alerts)
     return parser
+
+
+def _add_dashboards(sub) -> None:
+    dashboards = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(dest="action", required=True)
+    p = dashboards.add_parser("publish", help="load the dashboards into a running Grafana (re-run: update)")
+    p.add_argument("--url", required=True, help="Grafana's base URL, e.g. http://127.0.0.1:3000")
+    p.add_argument("--folder", default="Energy monitor", help="folder to put them in (created if missing)")
+    p.set_defaults(func=cmd_dashboards_publish)
 
 
 def _positive_int(text: str) -> int:

@@ -130,7 +130,7 @@ _INT_RANGES = {
     "tick_seconds": (1, 86_400), "max_line_bytes": (64, 65_536),
     "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
     "stream_metrics_port": (0, 65_535), "exporter_port": (1, 65_535), "view_port": (1, 65_535),
-    "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535),
+    "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535), "spark_ui_port": (1, 65_535),
     "kafka_retention_bytes": (1_048_576, 2**50), "log_max_bytes": (65_536, 2**30), "log_backups": (1, 100),
 }
 _SIZE = re.compile(r"^\d{1,6}(B|KB|MB|GB|TB)$")
@@ -160,6 +160,8 @@ class Settings:
     shuffle_partitions: int = 4
     state_buckets: int = 64
     trigger_interval: str = "1 second"
+    spark_ui_port: int = 4040
+    alert_latency_slo_seconds: float = 2.0
     max_offsets_per_trigger: int = 200_000
     households: int = 50
     tick_seconds: int = 15
@@ -178,6 +180,9 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
+    grafana_api_token: str = ""
+    grafana_admin_user: str = "admin"
+    grafana_admin_password: str = ""
     kafka_retention_bytes: int = 1_073_741_824
     prometheus_retention_size: str = "2GB"
     log_max_bytes: int = 10_485_760
@@ -208,6 +213,7 @@ class Settings:
         _number("SPEEDUP", self.speedup, 0.0, 1e6, low_inclusive=False)
         _number("JITTER_PCT", self.jitter_pct, 0.0, 99.0)
         _number("VIEW_REFRESH_SECONDS", self.view_refresh_seconds, 0.1, 3600.0)
+        _number("ALERT_LATENCY_SLO_SECONDS", self.alert_latency_slo_seconds, 0.0, 3600.0, low_inclusive=False)
         if self.starting_offsets not in STARTING_OFFSETS:
             raise ConfigError(f"STARTING_OFFSETS: must be one of {', '.join(STARTING_OFFSETS)}, "
                               f"got {self.starting_offsets!r}")

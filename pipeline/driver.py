@@ -19,10 +19,11 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry
 
-from .config import PROJECT_ROOT, Settings
+from .config import MODES, PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .stream import BatchCounts, build_stream, make_sink
+from .validate import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
                .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
                .config("spark.sql.streaming.minBatchesToRetain", 20)
                .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.ui.port", settings.spark_ui_port)
+               # JVM heap, GC time, active and failed tasks of the driver and each executor,
+               # served at /metrics/executors/prometheus on the UI port.
+               .config("spark.ui.prometheus.enabled", "true")
                .config("spark.driver.bindAddress", settings.spark_bind_address)
                .config("spark.driver.host", settings.spark_driver_host)
                .config("spark.sql.adaptive.enabled", "false"))
@@ -168,7 +173,8 @@ def run(settings: Settings, once: bool) -> RunTotals:
     observers: list[Callable[[BatchCounts], None]] = [log_batch, totals.add]
     if settings.stream_metrics_port:
         registry = CollectorRegistry()
-        metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s)
+        metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s,
+                                settings.alert_latency_slo_seconds, tuple(MODES), REASONS)
         attach_metrics(spark, metrics)
         serve(registry, settings.metrics_host, settings.stream_metrics_port)
         observers.append(metrics.observe_batch)

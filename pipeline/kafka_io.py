@@ -159,6 +159,16 @@ def end_offsets(consumer: Consumer, topics, timeout_s: float) -> dict[str, dict[
             for topic in topics if topic in metadata.topics}
 
 
+def record_time_ms(consumer: Consumer, topic: str, partition: int, offset: int, timeout_s: float) -> int | None:
+    """The Kafka timestamp of the record at `offset` (None if it cannot be read in time)."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    try:
+        msg = consumer.poll(timeout_s)
+        return msg.timestamp()[1] if msg is not None and not msg.error() else None
+    finally:
+        consumer.unassign()
+
+
 def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """partition -> end offset of one topic ({} if it does not exist), waiting for a new
     topic's leaders to settle."""

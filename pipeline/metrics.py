@@ -51,11 +51,21 @@ def _offsets(text) -> dict[str, dict[str, int]]:
     return json.loads(text) if isinstance(text, str) else text
 
 
-class StreamMetrics:
-    """Fed by the query's progress (StreamingQueryListener) and by each batch's own counts."""
+# Seconds from a crossing reading reaching Kafka to its alert written: fine below the 1 s
+# trigger's few seconds, coarse up to the original query's minutes.
+ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+                         120.0, 300.0, 900.0)
 
-    def __init__(self, registry: CollectorRegistry, mode: str, trigger_interval_s: float):
-        self.mode = mode
+
+class StreamMetrics:
+    """Fed by the query's progress (StreamingQueryListener) and by each batch's own counts.
+
+    Labels with a known set of values (modes, dead-letter reasons) start at 0 for each value,
+    so rates and panels show 0 rather than nothing before the first event."""
+
+    def __init__(self, registry: CollectorRegistry, mode: str, trigger_interval_s: float,
+                 slo_s: float = 2.0, modes: tuple[str, ...] = ("demo", "prod"), reasons: tuple[str, ...] = ()):
+        self.mode, self.slo_s = mode, slo_s
         self.input_rows = Counter("energy_stream_input_rows_total", "Readings read by the stream job.",
                                   registry=registry)
         self.processed_rate = Gauge("energy_stream_processed_rows_per_second",
@@ -82,7 +92,18 @@ class StreamMetrics:
         self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
                                       "Configured micro-batch interval.", registry=registry)
         self.trigger_interval.set(trigger_interval_s)
-        self.alerts.labels(mode=mode)  # export 0 before the first alert, so rates exist
+        self.alert_latency = Histogram(
+            "energy_alert_latency_seconds", "From the Kafka record time of the reading that made a window "
+            "cross to its alert written to Kafka.", buckets=ALERT_LATENCY_BUCKETS, registry=registry)
+        self.within_slo = Counter("energy_alerts_within_slo_total",
+                                  "Alerts written within ALERT_LATENCY_SLO_SECONDS of their crossing reading.",
+                                  registry=registry)
+        Gauge("energy_alert_latency_slo_seconds", "The alert latency target (ALERT_LATENCY_SLO_SECONDS).",
+              registry=registry).set(slo_s)
+        for value in modes:
+            self.alerts.labels(mode=value)
+        for reason in reasons:
+            self.invalid.labels(reason=reason)
 
     def observe_progress(self, progress: dict) -> None:
         self.last_progress.set(time.time())
@@ -97,6 +118,7 @@ class StreamMetrics:
             for topic, partitions in latest.items():
                 behind = sum(max(0, int(end) - int(done.get(topic, {}).get(p, 0))) for p, end in partitions.items())
                 self.offsets_behind.labels(topic=topic).set(behind)
+
         watermark = (progress.get("eventTime") or {}).get("watermark")
         if watermark:
             stamp = parse_utc(watermark)
@@ -109,9 +131,64 @@ class StreamMetrics:
     def observe_batch(self, counts) -> None:
         """counts: a stream.BatchCounts."""
         self.alerts.labels(mode=self.mode).inc(counts.alerts)
+        for latency in counts.alert_latencies_s:
+            self.alert_latency.observe(latency)
+        self.within_slo.inc(sum(1 for latency in counts.alert_latencies_s if latency <= self.slo_s))
         self.late_dropped.inc(counts.late_readings)
         for reason, n in counts.invalid_by_reason.items():
             self.invalid.labels(reason=reason).inc(n)
+
+
+def committed_offsets(checkpoint: Path) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the next offset the stream job reads, from its checkpoint: the
+    source offsets of the newest committed batch (`offsets/N` once `commits/N` exists).
+    Empty before the first commit."""
+    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not commits:
+        return {}
+    lines = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()
+    source = json.loads(lines[2])  # after the version and the batch metadata: the Kafka source
+    return {(topic, int(p)): int(offset) for topic, partitions in source.items() for p, offset in partitions.items()}
+
+
+class StreamLagCollector(Collector):
+    """The stream job's lag per partition, at scrape time: records behind (Kafka's end offset
+    minus the job's next offset) and, in seconds, the age of the oldest record it has not
+    processed (0 when caught up). Spark's source commits no group offsets, so the job's
+    position is read from its checkpoint; served by the exporter, the lag keeps growing while
+    the job is down."""
+
+    def __init__(self, bootstrap: str, checkpoint: Path, timeout_s: float = 5.0):
+        from confluent_kafka import Consumer
+
+        self.checkpoint, self.timeout_s = checkpoint, timeout_s
+        self._consumer = Consumer(kafka_io.client_config(bootstrap, **{"group.id": "energy-stream-lag",
+                                                                       "enable.auto.commit": False}))
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        behind = GaugeMetricFamily("energy_stream_partition_offsets_behind",
+                                   "Records in the partition the stream job has not processed.",
+                                   labels=["topic", "partition"])
+        lag = GaugeMetricFamily("energy_stream_lag_seconds", "Age of the oldest record the stream job has "
+                                "not processed (0 when caught up).", labels=["topic", "partition"])
+        with self._lock:
+            try:
+                processed = committed_offsets(self.checkpoint)
+                ends = kafka_io.end_offsets(self._consumer, {t for t, _ in processed}, self.timeout_s)
+                for (topic, partition), offset in sorted(processed.items()):
+                    waiting = max(0, ends.get(topic, {}).get(partition, offset) - offset)
+                    stamp = (kafka_io.record_time_ms(self._consumer, topic, partition, offset, self.timeout_s)
+                             if waiting else None)
+                    behind.add_metric([topic, str(partition)], waiting)
+                    lag.add_metric([topic, str(partition)], 0.0 if stamp is None else max(0.0, time.time() - stamp / 1000))
+            except Exception as exc:  # a scrape must answer; the series go missing and the log says why
+                log.warning("cannot compute the stream job's lag: %s", exc)
+                return
+        yield from (behind, lag)
 
 
 class KafkaLagCollector(Collector):
@@ -146,6 +223,9 @@ class KafkaLagCollector(Collector):
                                 labels=["group", "topic"])
         lag_s = GaugeMetricFamily("energy_consumer_group_lag_seconds",
                                   "Age of the oldest record the group has not consumed.", labels=["group", "topic"])
+        partition_lag = GaugeMetricFamily("energy_consumer_group_partition_lag",
+                                          "Records of the partition not yet consumed by the group.",
+                                          labels=["group", "topic", "partition"])
         with self._lock:
             try:
                 end_offsets = kafka_io.end_offsets(self._consumer, self.topics, self.timeout_s)
@@ -162,7 +242,9 @@ class KafkaLagCollector(Collector):
                 behind = {p: max(0, end_offsets.get(topic, {}).get(p, 0) - off) for p, off in offsets.items()}
                 lag.add_metric([group, topic], sum(behind.values()))
                 lag_s.add_metric([group, topic], self._oldest_age(topic, offsets, behind))
-        yield from (up, ends, lag, lag_s)
+                for partition, waiting in sorted(behind.items()):
+                    partition_lag.add_metric([group, topic, str(partition)], waiting)
+        yield from (up, ends, lag, lag_s, partition_lag)
 
     def _committed(self) -> dict[tuple[str, str], dict[int, int]]:
         from confluent_kafka import ConsumerGroupTopicPartitions
@@ -181,19 +263,10 @@ class KafkaLagCollector(Collector):
         return out
 
     def _oldest_age(self, topic: str, committed: dict[int, int], behind: dict[int, int]) -> float:
-        from confluent_kafka import TopicPartition
-
-        oldest_ms = None
-        for partition, offset in committed.items():
-            if behind[partition] == 0:
-                continue
-            self._consumer.assign([TopicPartition(topic, partition, offset)])
-            msg = self._consumer.poll(self.timeout_s)
-            if msg is not None and not msg.error():
-                stamp = msg.timestamp()[1]
-                oldest_ms = stamp if oldest_ms is None else min(oldest_ms, stamp)
-        self._consumer.unassign()
-        return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000.0)
+        stamps = [kafka_io.record_time_ms(self._consumer, topic, partition, offset, self.timeout_s)
+                  for partition, offset in committed.items() if behind[partition]]
+        stamps = [s for s in stamps if s is not None]
+        return max(0.0, time.time() - min(stamps) / 1000.0) if stamps else 0.0
 
 
 class DataDirCollector(Collector):

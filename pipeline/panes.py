@@ -81,7 +81,7 @@ def _bytes_table(blob: bytes) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class StepResult:
     state: PaneState
-    alerts: pd.DataFrame  # household_id, start_pane, units
+    alerts: pd.DataFrame  # household_id, start_pane, units, crossed_ms
     late_readings: int
 
 
@@ -111,12 +111,18 @@ class _Keys:
 
 
 def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
-            watermark_ms: int, slide_s: int, k: int, threshold_units: int) -> StepResult:
-    """Apply one micro-batch of valid readings to a bucket's state."""
+            watermark_ms: int, slide_s: int, k: int, threshold_units: int,
+            record_ms: np.ndarray | None = None) -> StepResult:
+    """Apply one micro-batch of valid readings to a bucket's state.
+
+    `record_ms` (the readings' Kafka record times) gives each alert its `crossed_ms`: the
+    newest record time among this batch's readings in the window, that is when the reading
+    that made it cross reached Kafka (a window alerts in the batch of its crossing reading)."""
     min_open = first_open_start(watermark_ms, slide_s, k)
     on_time = panes >= min_open
     late = int(len(panes) - on_time.sum())
-    households, panes, units = households[on_time], panes[on_time], units[on_time]
+    record_ms = np.zeros(len(panes), dtype=np.int64) if record_ms is None else record_ms
+    households, panes, units, record_ms = households[on_time], panes[on_time], units[on_time], record_ms[on_time]
 
     all_panes = np.concatenate([state.panes, panes, state.alerted_starts])
     if len(all_panes) == 0:
@@ -146,8 +152,23 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     new_state = PaneState(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
                           sums.to_numpy(dtype=np.int64)[keep_panes], keys.households(alerted), keys.panes(alerted))
     alerts = pd.DataFrame({"household_id": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
-                           "units": window_units[fires]})
+                           "units": window_units[fires],
+                           "crossed_ms": _newest_in_window(batch_keys, record_ms, fired_keys, k)})
     return StepResult(new_state, alerts, late)
+
+
+def _newest_in_window(batch_keys: np.ndarray, record_ms: np.ndarray, windows: np.ndarray, k: int) -> np.ndarray:
+    """For each window key s: the largest record time of a batch reading in panes [s, s+k)."""
+    newest = pd.Series(record_ms).groupby(batch_keys).max()
+    pane_keys, pane_newest = newest.index.to_numpy(dtype=np.int64), newest.to_numpy(dtype=np.int64)
+    out = np.zeros(len(windows), dtype=np.int64)
+    if len(pane_keys) == 0:
+        return out
+    for offset in range(k):  # k panes per window; each step is one vectorised lookup
+        at = np.minimum(np.searchsorted(pane_keys, windows + offset), len(pane_keys) - 1)
+        hit = pane_keys[at] == windows + offset
+        out = np.where(hit, np.maximum(out, pane_newest[at]), out)
+    return out
 
 
 def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:
@@ -174,4 +195,5 @@ def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:
 def _no_alerts() -> pd.DataFrame:
     return pd.DataFrame({"household_id": pd.Series([], dtype=object),
                          "start_pane": pd.Series([], dtype=np.int64),
-                         "units": pd.Series([], dtype=np.int64)})
+                         "units": pd.Series([], dtype=np.int64),
+                         "crossed_ms": pd.Series([], dtype=np.int64)})

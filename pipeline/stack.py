@@ -59,6 +59,7 @@ def scrape_targets(settings: Settings) -> dict[str, str]:
         "energy-producer": f"{host}:{settings.producer_metrics_port}",
         "energy-stream": f"{host}:{settings.stream_metrics_port}",
         "energy-exporter": f"{host}:{settings.exporter_port}",
+        "spark": f"127.0.0.1:{settings.spark_ui_port}",
         "prometheus": f"127.0.0.1:{settings.prometheus_port}",
         "alertmanager": f"127.0.0.1:{settings.alertmanager_port}",
     }
@@ -144,7 +145,7 @@ COMPONENTS = {
                           lambda s: s.producer_metrics_port),
     "stream": Component("stream", _cli("stream"),
                         lambda s: f"{s.readings_topic} -> {s.alerts_topic}; metrics "
-                                  f"http://{s.metrics_host}:{s.stream_metrics_port}/metrics; Spark UI http://127.0.0.1:4040",
+                                  f"http://{s.metrics_host}:{s.stream_metrics_port}/metrics; Spark UI http://127.0.0.1:{s.spark_ui_port}",
                         _metric_positive(lambda s: s.stream_metrics_port,
                                          "energy_stream_last_progress_timestamp_seconds"),
                         lambda s: s.stream_metrics_port, wait_s=240.0),

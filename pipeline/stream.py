@@ -26,10 +26,10 @@ from .validate import parse_readings
 
 log = logging.getLogger(__name__)
 
-# One row per alert (key, window_start, kwh_units), dead letter (value, reason) or bucket's
-# late count (n).
+# One row per alert (key, window_start, kwh_units, crossed_ms: the Kafka time of the reading
+# that made it cross), dead letter (value, reason) or bucket's late count (n).
 OUTPUT_SCHEMA = ("kind string, key string, value string, reason string, n long, "
-                 "window_start long, kwh_units long")
+                 "window_start long, kwh_units long, crossed_ms long")
 OUTPUT_COLUMNS = [spec.split()[0] for spec in OUTPUT_SCHEMA.split(", ")]
 STATE_SCHEMA = "panes binary, alerted binary"
 SINK_ATTEMPTS = 5
@@ -62,6 +62,7 @@ def stage_panes(parsed, slide_s: int, buckets: int):
 
     return parsed.select(
         "reason", "event_time", "household_id", "kwh_units", "dead_letter",
+        F.unix_millis("record_time").alias("record_ms"),
         F.floor(F.unix_timestamp("event_time") / slide_s).alias("pane"),
         F.pmod(F.xxhash64(F.coalesce("household_id", "dead_letter")), F.lit(buckets)).alias("bucket"),
     )
@@ -78,7 +79,8 @@ def make_state_function(rule: Rule) -> Callable:
                          valid.household_id.to_numpy(dtype=object),
                          valid.pane.to_numpy(dtype=np.int64),
                          valid.kwh_units.to_numpy(dtype=np.int64),
-                         state.getCurrentWatermarkMs(), slide_s, k, threshold_units)
+                         state.getCurrentWatermarkMs(), slide_s, k, threshold_units,
+                         valid.record_ms.to_numpy(dtype=np.int64))
         if result.state.is_empty():
             if state.exists:
                 state.remove()
@@ -93,7 +95,8 @@ def _output_rows(alerts: pd.DataFrame, invalid: pd.DataFrame, late: int, slide_s
     parts = [
         pd.DataFrame({"kind": "alert", "key": alerts.household_id, "n": 1,
                       "window_start": pd.array(alerts.start_pane * slide_s, dtype="Int64"),
-                      "kwh_units": pd.array(alerts.units, dtype="Int64")}),
+                      "kwh_units": pd.array(alerts.units, dtype="Int64"),
+                      "crossed_ms": pd.array(alerts.crossed_ms, dtype="Int64")}),
         pd.DataFrame({"kind": "dlq", "value": invalid.dead_letter, "reason": invalid.reason, "n": 1}),
         pd.DataFrame({"kind": ["late"], "n": [late]}),
     ]
@@ -151,6 +154,8 @@ class BatchCounts:
     alerts: int = 0
     late_readings: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    # Seconds from each alert's crossing reading reaching Kafka to the alert written.
+    alert_latencies_s: list[float] = field(default_factory=list)
 
     @classmethod
     def from_summary(cls, batch_id: int, rows) -> "BatchCounts":
@@ -180,9 +185,14 @@ def make_sink(settings: Settings, on_batch: Callable[[BatchCounts], None]):
             outgoing = df.filter(F.col("kind").isin("alert", "dlq")).select(
                 topic.alias("topic"), "key", F.when(is_alert, alert).otherwise(F.col("value")).alias("value"))
             _write_with_retries(outgoing, settings.bootstrap_servers, batch_id)
+            written_ms = time.time() * 1000
+            counts = BatchCounts.from_summary(batch_id, summary)
+            if counts.alerts:
+                crossed = df.filter(is_alert).select("crossed_ms").toPandas().crossed_ms.to_numpy()
+                counts.alert_latencies_s = ((written_ms - crossed) / 1000).tolist()
         finally:
             df.unpersist()
-        on_batch(BatchCounts.from_summary(batch_id, summary))
+        on_batch(counts)
 
     return sink
 

@@ -67,9 +67,10 @@ def dead_letter_json() -> Column:
 
 
 def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_skew_s: int) -> DataFrame:
-    """Kafka records (value binary, topic, partition, offset) -> one row per record with either
-    `reason` null and (event_time, household_id, kwh_units), or `reason` and `dead_letter`
-    (the JSON document the dead-letter topic receives)."""
+    """Kafka records (value binary, topic, partition, offset, timestamp) -> one row per record
+    with either `reason` null and (event_time, household_id, kwh_units), or `reason` and
+    `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
+    record's Kafka timestamp."""
     text = F.col("value").cast("string")
     fields = F.split(text, ",", -1)
     parsed_ts = F.try_to_timestamp(fields[0], F.lit("yyyy-MM-dd'T'HH:mm:ssXXX"))
@@ -83,4 +84,5 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
         F.when(valid, fields[1]).alias("household_id"),
         F.when(valid, F.round(kwh * KWH_UNITS).cast("long")).alias("kwh_units"),
         F.when(~valid, dead_letter_json()).alias("dead_letter"),
+        F.col("timestamp").alias("record_time"),
     )

@@ -46,6 +46,20 @@ def test_alert_rules_follow_the_conventions():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_every_rule_has_a_runbook_section_and_every_section_a_rule():
+    import re
+
+    runbook = (MONITORING / "RUNBOOK.md").read_text()
+    sections = re.findall(r"^## (\w+)$", runbook, re.M)
+    names = [rule["alert"] for rule in alert_rules()]
+    assert sorted(sections) == sorted(names)
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"monitoring/RUNBOOK.md#{rule['alert'].lower()}", rule["alert"]
+        section = runbook.split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+        assert "**Means:**" in section and "**Fix:**" in section, rule["alert"]
+
+
 def test_every_alert_has_a_firing_and_a_silent_case():
     cases = yaml.safe_load((MONITORING / "tests" / "alerts_test.yml").read_text())["tests"]
     firing, silent = set(), set()
@@ -94,8 +108,16 @@ def test_dashboards_structure():
         variables = [v for v in dashboard.templating.list_val if str(getattr(v.type_val, "value", v.type_val)) == "datasource"]
         assert [v.name for v in variables] == ["datasource"], name
         assert dashboard.panels, name
+        annotations = [a.expr for a in dashboard.annotations.list_val]
+        assert any(expr.startswith("ALERTS{") for expr in annotations), name
         for panel in dashboard.panels:
+            if panel.type_val == "row":
+                continue
             assert panel.title and panel.targets, f"{name}: empty panel"
+            assert panel.description and len(panel.description) > 40, f"{name}: {panel.title} says too little"
+            if panel.type_val == "stat":
+                thresholds = panel.field_config.defaults.thresholds.steps
+                assert len(thresholds) >= 2, f"{name}: {panel.title} has no thresholds"
             assert uid(panel.datasource) == "${datasource}", f"{name}: {panel.title}"
             for target in panel.targets:
                 assert type(target).__module__.endswith("prometheus"), type(target)
@@ -103,6 +125,15 @@ def test_dashboards_structure():
                 assert target.expr.strip()
                 uses_recording_rule = any(r in target.expr for r in recorded)
                 assert uses_recording_rule or target.expr.startswith(("up", "energy_kafka_up")), target.expr
+
+
+def test_dashboard_variables_and_rows():
+    dashboards = load_dashboards()
+    names = {file: [v.name for v in d.templating.list_val] for file, d in dashboards.items()}
+    assert names["pipeline-health.json"] == ["datasource", "topic", "partition"]
+    assert names["energy-alerts.json"] == ["datasource", "mode"]
+    rows = [p.title for p in dashboards["pipeline-health.json"].panels if p.type_val == "row"]
+    assert rows == ["Overview", "Alert latency and lag", "Batches and state", "Spark JVM"]
 
 
 def test_provisioning_points_at_the_dashboards():

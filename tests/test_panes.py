@@ -92,3 +92,14 @@ def test_window_starts_are_every_window_that_contains_a_touched_pane(seed):
     k = int(rng.integers(1, 70))
     naive = np.unique(np.concatenate([touched - j for j in range(k)]))
     assert np.array_equal(_window_starts(touched, k), naive)
+
+
+def test_alert_carries_the_newest_record_time_of_its_window_in_the_batch():
+    # H1: 30 + 30 at panes 1 and 2 (record times 1 s, 2 s), 25 at pane 5 (9 s); H2 never crosses.
+    households = np.array(["H1", "H1", "H1", "H2"], dtype=object)
+    panes = np.array([1, 2, 5, 1])
+    units = np.array([30, 30, 25, 1]) * 1_000_000
+    record_ms = np.array([1000, 2000, 9000, 5000])
+    result = advance(PaneState.empty(), households, panes, units, 0, 15, 4, 50_000_000, record_ms)
+    crossed = dict(zip(result.alerts.start_pane, result.alerts.crossed_ms))
+    assert crossed == {-1: 2000, 0: 2000, 1: 2000, 2: 9000}
