@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import platform
 import resource
@@ -284,6 +285,8 @@ def main() -> None:
                         help="live load duration; the original needs (window + watermark) / speedup to alert")
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)  # a broker's start-up retries are expected here
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -259,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)  # logs every gateway call at INFO
     try:
         return args.func(settings, args)
+    except BrokenPipeError:
+        # The reader went away (`energy-monitor alerts | head`): nothing more to print.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CliError, BrokerUnavailable, RuntimeError) as exc:
         print(f"energy-monitor: error: {exc}", file=sys.stderr)
         return 1

@@ -183,9 +183,12 @@ def run(settings: Settings, once: bool) -> RunTotals:
         for observe in observers:
             observe(counts)
 
-    query = start_query(spark, settings, once, on_batch)
-    _wait_or_stop(query)
-    failure = query.exception()
+    try:
+        query = start_query(spark, settings, once, on_batch)
+        _wait_or_stop(query)
+        failure = query.exception()
+    finally:
+        spark.stop()  # drains the listener bus while this process can still answer its callbacks
     if failure is not None:
         log.error("stream query failed: %s", failure)
         text = str(failure).strip()
