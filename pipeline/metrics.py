@@ -131,9 +131,10 @@ class StreamMetrics:
     def observe_batch(self, counts) -> None:
         """counts: a stream.BatchCounts."""
         self.alerts.labels(mode=self.mode).inc(counts.alerts)
-        for latency in counts.alert_latencies_s:
-            self.alert_latency.observe(latency)
-        self.within_slo.inc(sum(1 for latency in counts.alert_latencies_s if latency <= self.slo_s))
+        for latency, n in counts.alert_latencies_s:
+            for _ in range(n):
+                self.alert_latency.observe(latency)
+        self.within_slo.inc(sum(n for latency, n in counts.alert_latencies_s if latency <= self.slo_s))
         self.late_dropped.inc(counts.late_readings)
         for reason, n in counts.invalid_by_reason.items():
             self.invalid.labels(reason=reason).inc(n)
@@ -151,7 +152,22 @@ def committed_offsets(checkpoint: Path) -> dict[tuple[str, int], int]:
     return {(topic, int(p)): int(offset) for topic, partitions in source.items() for p, offset in partitions.items()}
 
 
-class StreamLagCollector(Collector):
+class _KafkaCollector(Collector):
+    """A collector that reads Kafka at scrape time with a consumer of its own (never committing)."""
+
+    def __init__(self, bootstrap: str, group: str, timeout_s: float):
+        from confluent_kafka import Consumer
+
+        self.timeout_s = timeout_s
+        self._consumer = Consumer(kafka_io.client_config(bootstrap, **{"group.id": group,
+                                                                       "enable.auto.commit": False}))
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+
+class StreamLagCollector(_KafkaCollector):
     """The stream job's lag per partition, at scrape time: records behind (Kafka's end offset
     minus the job's next offset) and, in seconds, the age of the oldest record it has not
     processed (0 when caught up). Spark's source commits no group offsets, so the job's
@@ -159,15 +175,8 @@ class StreamLagCollector(Collector):
     the job is down."""
 
     def __init__(self, bootstrap: str, checkpoint: Path, timeout_s: float = 5.0):
-        from confluent_kafka import Consumer
-
-        self.checkpoint, self.timeout_s = checkpoint, timeout_s
-        self._consumer = Consumer(kafka_io.client_config(bootstrap, **{"group.id": "energy-stream-lag",
-                                                                       "enable.auto.commit": False}))
-        self._lock = threading.Lock()
-
-    def describe(self):
-        return []
+        super().__init__(bootstrap, "energy-stream-lag", timeout_s)
+        self.checkpoint = checkpoint
 
     def collect(self):
         behind = GaugeMetricFamily("energy_stream_partition_offsets_behind",
@@ -191,7 +200,7 @@ class StreamLagCollector(Collector):
         yield from (behind, lag)
 
 
-class KafkaLagCollector(Collector):
+class KafkaLagCollector(_KafkaCollector):
     """Consumer-group lag, computed from the broker at scrape time.
 
     Only groups that commit offsets appear (Spark's Kafka source commits none; its lag is
@@ -202,18 +211,11 @@ class KafkaLagCollector(Collector):
     def __init__(self, bootstrap: str, topics: dict[str, str], timeout_s: float = 5.0):
         """topics: topic name -> its role in the pipeline (readings, alerts, dlq), so rules and
         dashboards can select a topic by role whatever it is named."""
-        from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient
 
+        super().__init__(bootstrap, "energy-lag-exporter", timeout_s)
         self.topics = dict(topics)
-        self.timeout_s = timeout_s
         self._admin = AdminClient(kafka_io.client_config(bootstrap))
-        self._consumer = Consumer(kafka_io.client_config(bootstrap, **{"group.id": "energy-lag-exporter",
-                                                                       "enable.auto.commit": False}))
-        self._lock = threading.Lock()
-
-    def describe(self):
-        return []
 
     def collect(self):
         up = GaugeMetricFamily("energy_kafka_up", "1 if the exporter could read the broker's metadata.")
