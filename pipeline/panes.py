@@ -159,11 +159,11 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
 
 def _newest_in_window(batch_keys: np.ndarray, record_ms: np.ndarray, windows: np.ndarray, k: int) -> np.ndarray:
     """For each window key s: the largest record time of a batch reading in panes [s, s+k)."""
+    out = np.zeros(len(windows), dtype=np.int64)
+    if len(windows) == 0:  # most bucket calls fire nothing: skip the group-by over the batch
+        return out
     newest = pd.Series(record_ms).groupby(batch_keys).max()
     pane_keys, pane_newest = newest.index.to_numpy(dtype=np.int64), newest.to_numpy(dtype=np.int64)
-    out = np.zeros(len(windows), dtype=np.int64)
-    if len(pane_keys) == 0:
-        return out
     for offset in range(k):  # k panes per window; each step is one vectorised lookup
         at = np.minimum(np.searchsorted(pane_keys, windows + offset), len(pane_keys) - 1)
         hit = pane_keys[at] == windows + offset
