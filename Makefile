@@ -23,8 +23,11 @@ down:
 status:
 	@$(CLI) status
 
+# Three workers (pytest-xdist), each with its own broker and Spark: most of a test's time is
+# waiting on triggers and scrapes, so three overlap well on two cores. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 test: deps
-	$(PYTEST) -q -ra -m "not compose_run"
+	$(PYTEST) -q -ra -n $(TEST_WORKERS) --dist worksteal -m "not compose_run"
 
 test-unit: deps
 	$(PYTEST) -q -m "not kafka and not spark and not compose_run"

@@ -1,153 +1,185 @@
-"""The Streamlit alert view: a live, de-duplicated alert feed. Run by `energy-monitor view`.
+"""The Streamlit alert view, run by `energy-monitor view`: four pages over the durable history.
 
-It consumes `ALERTS_TOPIC` in the consumer group `VIEW_GROUP` and commits what it has shown,
-so its lag is visible in `energy_consumer_group_lag`. New alerts are fetched by a fragment
-that reruns every `VIEW_REFRESH_SECONDS`; nothing in the script loops or sleeps.
-Metrics belong to the Grafana dashboards; this page only shows alerts.
+1. Live alerts: the newest alerts, refreshed every VIEW_REFRESH_SECONDS by a fragment.
+2. Top households: by number of alerts over a chosen period.
+3. Heatmap: alerts per hour of day × household, for the top N households.
+4. Household: its kWh per window over 24 h with the threshold and its alerts, and its latest
+   readings (kWh per slot).
+
+Everything is read from the history tables (history.py), which the archiver keeps, so a
+restarted view loses nothing. Periods end at the newest event time in the history, not at the
+wall clock, so replayed or simulated data (whose clock runs ahead) shows the same way.
+Metrics belong to the Grafana dashboards; this page only shows alerts and energy.
 """
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict, deque
+from datetime import timedelta
 
 import pandas as pd
 
-from pipeline.alerts import parse_alert
-from pipeline.kafka_io import client_config
+from pipeline.config import Rule
+from pipeline.history import AlertQuery, HistoryStore, HistoryUnavailable
 
 log = logging.getLogger(__name__)
 
+PAGES = ("Live alerts", "Top households", "Heatmap", "Household")
+PERIODS = {"1 hour": timedelta(hours=1), "24 hours": timedelta(days=1), "7 days": timedelta(days=7)}
 TABLE_ROWS = 200
-COLUMNS = ["detected_at", "household_id", "window_start", "window_end", "kwh", "threshold_kwh",
-           "rule", "mode", "alert_id"]
+LIVE_COLUMNS = ["detected_at", "household_id", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
+                "mode", "alert_id"]
 
 
-class AlertFeed:
-    """Alerts by alert_id (a re-delivered alert replaces itself), newest kept up to max_rows.
-
-    A record that is not an alert is counted in `unreadable` (its reason kept in
-    `recent_problems`) and skipped. Offsets are stored for commit only after a fetched batch
-    has been kept, so a failure mid-batch re-reads it rather than losing it."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str, max_rows: int = 5000):
-        from confluent_kafka import Consumer
-
-        self.bootstrap, self.topic, self.max_rows = bootstrap, topic, max_rows
-        self._consumer = Consumer(client_config(bootstrap, **{
-            "group.id": group, "auto.offset.reset": "earliest",
-            "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
-            "enable.auto.offset.store": False,
-        }))
-        self._consumer.subscribe([topic])
-        self._alerts: OrderedDict[str, dict] = OrderedDict()
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
-        self.unreadable = 0
-        self.recent_problems: deque[str] = deque(maxlen=5)
-
-    def check_broker(self, timeout_s: float = 3.0) -> None:
-        """Raises KafkaException when the broker does not answer."""
-        self._consumer.list_topics(self.topic, timeout=timeout_s)
-
-    def poll(self, max_messages: int = 2000, timeout_s: float = 0.5) -> int:
-        """Fetch what is waiting; returns how many new alert ids arrived."""
-        with self._lock:
-            before = len(self._alerts)
-            kept = []
-            for msg in self._consumer.consume(max_messages, timeout=timeout_s):
-                if msg.error():
-                    self.last_error = msg.error().str()
-                    continue
-                self._add(msg)
-                kept.append(msg)
-            while len(self._alerts) > self.max_rows:
-                self._alerts.popitem(last=False)
-            for msg in kept:
-                self._consumer.store_offsets(message=msg)
-            return len(self._alerts) - before
-
-    def _add(self, msg) -> None:
-        parsed = parse_alert(msg.value())
-        if parsed.alert is None:
-            self.unreadable += 1
-            where = f"partition {msg.partition()} offset {msg.offset()}"
-            self.recent_problems.append(f"{where}: {parsed.problem}")
-            log.warning("unreadable record in %s at %s: %s", self.topic, where, parsed.problem)
-            return
-        key = parsed.alert["alert_id"]
-        self._alerts.pop(key, None)
-        self._alerts[key] = parsed.alert
-
-    def frame(self) -> pd.DataFrame:
-        with self._lock:
-            rows = list(self._alerts.values())
-        frame = pd.DataFrame(rows, columns=COLUMNS)
-        return frame.sort_values(["detected_at", "window_start"], ascending=False, kind="stable",
-                                 ignore_index=True)
+def recent_alerts(store: HistoryStore, period: timedelta) -> pd.DataFrame:
+    """Alerts whose window starts within `period` before the newest alert's window start."""
+    newest = store.alerts(AlertQuery(limit=1))
+    if newest.empty:
+        return newest
+    return store.alerts(AlertQuery(since=newest.window_start.iloc[0].to_pydatetime() - period))
 
 
-def filtered(frame: pd.DataFrame, households: list[str], modes: list[str]) -> pd.DataFrame:
-    if households:
-        frame = frame[frame.household_id.isin(households)]
-    if modes:
-        frame = frame[frame["mode"].isin(modes)]
-    return frame
+def top_households(alerts: pd.DataFrame, n: int) -> pd.DataFrame:
+    counts = alerts.groupby("household_id").size().rename("alerts").reset_index()
+    return counts.sort_values(["alerts", "household_id"], ascending=[False, True], ignore_index=True).head(n)
+
+
+def hour_by_household(alerts: pd.DataFrame, households: list[str]) -> pd.DataFrame:
+    """Alert counts per (UTC hour of the window start, household), zeros included."""
+    chosen = alerts[alerts.household_id.isin(households)]
+    counts = chosen.groupby([chosen.window_start.dt.hour.rename("hour"), "household_id"]).size()
+    full = pd.MultiIndex.from_product([range(24), households], names=["hour", "household_id"])
+    return counts.reindex(full, fill_value=0).rename("alerts").reset_index()
+
+
+def window_energy(slots: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """kWh per sliding window (labelled by its end) from kWh per slot; slots without readings
+    count as 0, as in the stream job."""
+    if slots.empty:
+        return pd.DataFrame(columns=["window_end", "kwh"])
+    step = pd.Timedelta(seconds=rule.slide_s)
+    index = pd.date_range(slots.slot_start.min(), slots.slot_start.max(), freq=step, name="slot_start")
+    per_slot = slots.set_index("slot_start").kwh.reindex(index, fill_value=0.0)
+    sums = per_slot.rolling(f"{rule.window_s}s").sum()
+    return pd.DataFrame({"window_end": index + step, "kwh": sums.to_numpy()})
 
 
 def main() -> None:
     import streamlit as st
-    from confluent_kafka import KafkaException
 
     from pipeline.config import load_settings
 
     st.set_page_config(page_title="Energy alerts", layout="wide")
     settings = load_settings()
-    st.title("Energy alerts")
-    st.caption(f"{settings.alerts_topic} on {settings.bootstrap_servers} · consumer group {settings.view_group}")
-    feed = _feed(settings.bootstrap_servers, settings.alerts_topic, settings.view_group)
+    store = HistoryStore(settings.history_root)
+    page = st.sidebar.radio("Page", PAGES)
+    st.title(f"Energy alerts · {page}")
+    st.caption(f"history {settings.history_root} · rule {settings.rule.description} ({settings.rule.mode})")
+    pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds),
+             "Top households": lambda: _top(st, store), "Heatmap": lambda: _heatmap(st, store),
+             "Household": lambda: _household(st, store, settings.rule)}
+    pages[page]()
 
-    @st.fragment(run_every=settings.view_refresh_seconds)
+
+def _unavailable(st, store: HistoryStore, exc: Exception) -> None:
+    st.error(f"The alert history at {store.root} cannot be read: {exc}. This page retries on every refresh.")
+
+
+def _no_alerts(st) -> None:
+    st.info("No alerts in the history yet. They appear here a few seconds after the stream job emits them.")
+
+
+def _live(st, store: HistoryStore, refresh_s: float) -> None:
+    @st.fragment(run_every=refresh_s)
     def live() -> None:
         try:
-            feed.check_broker()
-        except KafkaException as exc:
-            st.error(f"Kafka is unreachable at {settings.bootstrap_servers} ({exc.args[0].str()}). "
-                     "This page keeps retrying.")
+            alerts = store.alerts(AlertQuery(limit=TABLE_ROWS))
+        except HistoryUnavailable as exc:
+            _unavailable(st, store, exc)
             return
-        feed.poll()
-        if feed.unreadable:
-            st.warning(f"{feed.unreadable} unreadable records in {settings.alerts_topic} skipped "
-                       f"(latest: {'; '.join(feed.recent_problems)})")
-        frame = feed.frame()
-        if frame.empty:
-            st.info("No alerts yet. They appear here as soon as the stream job emits them.")
+        if alerts.empty:
+            _no_alerts(st)
             return
-        left, right = st.columns(2)
-        households = left.multiselect("Household", sorted(frame.household_id.unique()))
-        modes = right.multiselect("Mode", sorted(frame["mode"].unique()))
-        shown = filtered(frame, households, modes)
-        st.metric("Alerts shown", len(shown))
+        shown = alerts.iloc[::-1][LIVE_COLUMNS]
+        st.metric("Newest alerts shown", len(shown))
         # A plain table (real DOM rows, newest first) rather than a canvas grid: the feed is short.
-        st.table(shown.head(TABLE_ROWS).set_index("detected_at"))
-        chart_left, chart_right = st.columns(2)
-        chart_left.subheader("Alerts by household")
-        chart_left.bar_chart(shown.groupby("household_id").size().rename("alerts"))
-        chart_right.subheader("Window sums that alerted (kWh)")
-        chart_right.line_chart(shown.assign(window_start=pd.to_datetime(shown.window_start, utc=True)).pivot_table(
-            index="window_start", columns="household_id", values="kwh", aggfunc="max"))
-
+        st.table(shown.set_index("detected_at"))
     live()
 
 
-def _feed(bootstrap: str, topic: str, group: str) -> AlertFeed:
-    import streamlit as st
+def _period(st) -> timedelta:
+    return PERIODS[st.sidebar.selectbox("Period", list(PERIODS), index=1)]
 
-    # One consumer per (broker, topic, group) for the whole server process, shared by reruns.
-    @st.cache_resource
-    def create(bootstrap: str, topic: str, group: str) -> AlertFeed:
-        return AlertFeed(bootstrap, topic, group)
-    return create(bootstrap, topic, group)
+
+def _top(st, store: HistoryStore) -> None:
+    period, n = _period(st), st.sidebar.slider("Households", 5, 50, 10)
+    try:
+        alerts = recent_alerts(store, period)
+    except HistoryUnavailable as exc:
+        _unavailable(st, store, exc)
+        return
+    if alerts.empty:
+        _no_alerts(st)
+        return
+    top = top_households(alerts, n)
+    st.metric("Alerts in the period", len(alerts))
+    st.bar_chart(top.set_index("household_id"), horizontal=True, sort="-alerts")
+    st.dataframe(top, hide_index=True)
+
+
+def _heatmap(st, store: HistoryStore) -> None:
+    import altair as alt
+
+    period, n = _period(st), st.sidebar.slider("Households", 5, 50, 10)
+    try:
+        alerts = recent_alerts(store, period)
+    except HistoryUnavailable as exc:
+        _unavailable(st, store, exc)
+        return
+    if alerts.empty:
+        _no_alerts(st)
+        return
+    cells = hour_by_household(alerts, top_households(alerts, n).household_id.tolist())
+    st.altair_chart(alt.Chart(cells).mark_rect().encode(
+        x=alt.X("hour:O", title="hour of day (UTC)"), y=alt.Y("household_id:N", title="household"),
+        color=alt.Color("alerts:Q", scale=alt.Scale(scheme="orangered")),
+        tooltip=["household_id", "hour", "alerts"]), use_container_width=True)
+
+
+def _household(st, store: HistoryStore, rule: Rule) -> None:
+    household = st.sidebar.text_input("Household", placeholder="H001").strip()
+    try:
+        alerts = store.alerts(AlertQuery(limit=TABLE_ROWS))
+        if not household and not alerts.empty:
+            household = top_households(alerts, 1).household_id.iloc[0]
+        if not household:
+            st.info("No data in the history yet: enter a household id in the sidebar.")
+            return
+        slots = store.energy(household)
+        mine = store.alerts(AlertQuery(household=household))
+    except HistoryUnavailable as exc:
+        _unavailable(st, store, exc)
+        return
+    st.subheader(household)
+    if slots.empty:
+        st.info(f"No readings of {household} in the history.")
+        return
+    _energy_chart(st, window_energy(slots, rule), mine, rule)
+    st.subheader("Latest readings (kWh per slot)")
+    st.table(slots.tail(20).iloc[::-1].set_index("slot_start"))
+
+
+def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -> None:
+    import altair as alt
+
+    line = alt.Chart(windows).mark_line().encode(x=alt.X("window_end:T", title="window end"),
+                                                 y=alt.Y("kwh:Q", title=f"kWh per {rule.window_s // 60} min window"))
+    threshold = alt.Chart(pd.DataFrame({"kwh": [rule.threshold_kwh]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="kwh:Q")
+    start = windows.window_end.min() if not windows.empty else None
+    marked = alerts[alerts.window_end >= start] if start is not None else alerts
+    points = alt.Chart(marked[["window_end", "kwh", "alert_id"]]).mark_point(color="red", filled=True, size=60).encode(
+        x="window_end:T", y="kwh:Q", tooltip=["window_end", "kwh", "alert_id"])
+    st.altair_chart(line + threshold + points, use_container_width=True)
+    st.caption(f"{len(marked)} alerts in these 24 h; dashed line: the threshold ({rule.threshold_kwh:g} kWh)")
 
 
 if __name__ == "__main__":

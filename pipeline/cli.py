@@ -172,6 +172,66 @@ def cmd_alerts(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_archive(settings: Settings, args) -> int:
+    import threading
+
+    from .archiver import ArchiveConfig, Archiver
+    from .history import HistoryStore
+    from .metrics import HistoryMetrics
+
+    store = HistoryStore(settings.history_root)
+    if args.maintain:
+        print(json.dumps(store.maintain(settings.history_retention_days)))
+        return 0
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    registry = CollectorRegistry()
+    if settings.history_metrics_port:
+        serve(registry, settings.metrics_host, settings.history_metrics_port)
+    config = ArchiveConfig(settings.bootstrap_servers, settings.readings_topic, settings.alerts_topic,
+                           settings.history_group, settings.rule.slide_s, settings.max_line_bytes,
+                           settings.max_reading_kwh, settings.history_flush_seconds,
+                           retention_days=settings.history_retention_days)
+    print(f"archiving {settings.readings_topic} and {settings.alerts_topic} into {settings.history_root}", flush=True)
+    stop = threading.Event()
+    try:
+        Archiver(config, store, HistoryMetrics(registry)).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+def cmd_history(settings: Settings, args) -> int:
+    import csv
+
+    from .history import ALERT_FIELDS, AlertQuery, HistoryStore, alert_documents
+
+    query = AlertQuery(args.household, _utc_option(args.since, "--since"), _utc_option(args.until, "--until"),
+                       args.limit)
+    documents = alert_documents(HistoryStore(settings.history_root).alerts(query))
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, ALERT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(documents)
+    else:
+        for document in documents:
+            print(json.dumps(document, separators=(",", ":")))
+    return 0
+
+
+def _utc_option(text: str | None, option: str):
+    from datetime import datetime, timezone
+
+    from .clock import parse_utc
+
+    if text is None:
+        return None
+    try:
+        return datetime.fromtimestamp(parse_utc(text), tz=timezone.utc)
+    except ValueError:
+        raise CliError(f"{option}: an ISO-8601 time with a zone, such as 2026-01-05T17:00:00Z, "
+                       f"got {text!r}") from None
+
+
 def cmd_dashboards_publish(settings: Settings, args) -> int:
     from .grafana_publish import PublishError, publish
 
@@ -220,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("view", help="the Streamlit alert view").set_defaults(func=cmd_view)
 
     _add_dashboards(sub)
+    _add_history(sub)
     p = sub.add_parser("alerts", help="print alerts as JSON lines")
     p.add_argument("--from-beginning", action="store_true")
     p.add_argument("--timeout", type=float, default=None,
@@ -234,6 +295,21 @@ def _add_dashboards(sub) -> None:
     p.add_argument("--url", required=True, help="Grafana's base URL, e.g. http://127.0.0.1:3000")
     p.add_argument("--folder", default="Energy monitor", help="folder to put them in (created if missing)")
     p.set_defaults(func=cmd_dashboards_publish)
+
+
+def _add_history(sub) -> None:
+    p = sub.add_parser("archive", help="keep the alert and energy history (HISTORY_ROOT) up to date")
+    p.add_argument("--maintain", action="store_true",
+                   help="apply retention and compact the tables once, then exit")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("history", help="alerts from the durable history, one per line, oldest first")
+    p.add_argument("--household", help="only this household")
+    p.add_argument("--since", help="only windows starting at or after this time (ISO-8601)")
+    p.add_argument("--until", help="only windows starting before this time (ISO-8601)")
+    p.add_argument("--limit", type=_positive_int, help="only the newest N of those")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.set_defaults(func=cmd_history)
 
 
 def _positive_int(text: str) -> int:

@@ -131,6 +131,7 @@ _INT_RANGES = {
     "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
     "stream_metrics_port": (0, 65_535), "exporter_port": (1, 65_535), "view_port": (1, 65_535),
     "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535), "spark_ui_port": (1, 65_535),
+    "history_retention_days": (1, 3650), "history_metrics_port": (0, 65_535),
     "kafka_retention_bytes": (1_048_576, 2**50), "log_max_bytes": (65_536, 2**30), "log_backups": (1, 100),
 }
 _SIZE = re.compile(r"^\d{1,6}(B|KB|MB|GB|TB)$")
@@ -177,6 +178,11 @@ class Settings:
     view_port: int = 8501
     view_group: str = "energy-alert-view"
     view_refresh_seconds: float = 2.0
+    history_root: str = str(PROJECT_ROOT / "var" / "history")
+    history_retention_days: int = 7
+    history_flush_seconds: float = 5.0
+    history_group: str = "energy-history"
+    history_metrics_port: int = 9104
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
@@ -213,6 +219,7 @@ class Settings:
         _number("SPEEDUP", self.speedup, 0.0, 1e6, low_inclusive=False)
         _number("JITTER_PCT", self.jitter_pct, 0.0, 99.0)
         _number("VIEW_REFRESH_SECONDS", self.view_refresh_seconds, 0.1, 3600.0)
+        _number("HISTORY_FLUSH_SECONDS", self.history_flush_seconds, 0.1, 3600.0)
         _number("ALERT_LATENCY_SLO_SECONDS", self.alert_latency_slo_seconds, 0.0, 3600.0, low_inclusive=False)
         if self.starting_offsets not in STARTING_OFFSETS:
             raise ConfigError(f"STARTING_OFFSETS: must be one of {', '.join(STARTING_OFFSETS)}, "
@@ -287,7 +294,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 kind = type(f.default)
                 values[f.name] = env[var].strip() if kind is str else _convert(f.name, kind, env[var])
                 break
-    for name in ("checkpoint_root", "var_dir"):
-        if name in values and not Path(values[name]).is_absolute():
+    for name in ("checkpoint_root", "var_dir", "history_root"):
+        if name in values and "://" not in values[name] and not Path(values[name]).is_absolute():
             values[name] = str(PROJECT_ROOT / values[name])
     return Settings(**values)

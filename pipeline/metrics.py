@@ -45,6 +45,27 @@ class ProducerMetrics:
             self.send_errors.inc()
 
 
+class HistoryMetrics:
+    """The archiver (archiver.py); `table` is `alerts` or `energy`."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.records = Counter("energy_history_records_total", "Kafka records the archiver consumed.",
+                               ["table"], registry=registry)
+        self.rows = Counter("energy_history_rows_written_total",
+                            "Rows committed to the history (alerts: new alert ids only).", ["table"],
+                            registry=registry)
+        self.skipped = Counter("energy_history_skipped_records_total",
+                               "Records that are not a valid reading or alert, skipped.", ["table"],
+                               registry=registry)
+        self.write_errors = Counter("energy_history_write_errors_total",
+                                    "Failed history commits and maintenance runs (retried).", registry=registry)
+        self.last_commit = Gauge("energy_history_last_commit_timestamp_seconds",
+                                 "When the archiver last committed a batch.", registry=registry)
+        for table in ("alerts", "energy"):
+            for family in (self.records, self.rows, self.skipped):
+                family.labels(table)
+
+
 def _offsets(text) -> dict[str, dict[str, int]]:
     if not text:
         return {}

@@ -59,6 +59,7 @@ def scrape_targets(settings: Settings) -> dict[str, str]:
         "energy-producer": f"{host}:{settings.producer_metrics_port}",
         "energy-stream": f"{host}:{settings.stream_metrics_port}",
         "energy-exporter": f"{host}:{settings.exporter_port}",
+        "energy-history": f"{host}:{settings.history_metrics_port}",
         "spark": f"127.0.0.1:{settings.spark_ui_port}",
         "prometheus": f"127.0.0.1:{settings.prometheus_port}",
         "alertmanager": f"127.0.0.1:{settings.alertmanager_port}",
@@ -149,6 +150,12 @@ COMPONENTS = {
                         _metric_positive(lambda s: s.stream_metrics_port,
                                          "energy_stream_last_progress_timestamp_seconds"),
                         lambda s: s.stream_metrics_port, wait_s=240.0),
+    "archiver": Component("archiver", _cli("archive"),
+                          lambda s: f"{s.readings_topic}, {s.alerts_topic} -> {s.history_root}; metrics "
+                                    f"http://{s.metrics_host}:{s.history_metrics_port}/metrics",
+                          lambda s: not s.history_metrics_port or _serves(
+                              lambda s: s.history_metrics_port, "/metrics", "energy_history_records_total")(s),
+                          lambda s: s.history_metrics_port),
     "view": Component("view", _cli("view"), lambda s: f"http://127.0.0.1:{s.view_port}",
                       _serves(lambda s: s.view_port, "/_stcore/health", "ok"), lambda s: s.view_port),
 }

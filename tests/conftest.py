@@ -1,7 +1,8 @@
 """Session-scoped real services: a Kafka broker (KRaft, Maven Central jars) and a local Spark.
 
-Every test gets its own topics and checkpoint root through `make_settings`, so tests share the
-broker without seeing each other's data. Shared helpers live in helpers.py.
+Every test gets its own topics, checkpoint root and ports through `make_settings`, so tests share
+the broker without seeing each other's data, and tests run in parallel (pytest-xdist: each worker
+has its own broker and Spark) without fighting over a port. Shared helpers live in helpers.py.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def make_settings(kafka, tmp_path):
                         readings_topic=f"readings_{suffix}", alerts_topic=f"alerts_{suffix}",
                         dlq_topic=f"dlq_{suffix}", checkpoint_root=str(tmp_path / "checkpoints"),
                         var_dir=str(tmp_path / "var"), readings_partitions=2, shuffle_partitions=2,
-                        state_buckets=8)
+                        state_buckets=8, stream_metrics_port=0, producer_metrics_port=0,
+                        exporter_port=broker.free_port(), view_port=broker.free_port(),
+                        spark_ui_port=broker.free_port(), history_root=str(tmp_path / "history"),
+                        history_metrics_port=0)
         return dataclasses.replace(base, **overrides)
     return make
 
@@ -39,6 +43,6 @@ def make_settings(kafka, tmp_path):
 def spark():
     from pipeline.driver import spark_session
 
-    session = spark_session(Settings(shuffle_partitions=2), app_name="energy-monitor-tests")
+    session = spark_session(Settings(shuffle_partitions=2, spark_ui_port=broker.free_port()), app_name="energy-monitor-tests")
     yield session
     session.stop()

@@ -141,7 +141,7 @@ def test_in_headless_chromium(make_settings, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    settings = make_settings(view_port=free_port(), view_group="view-test-browser")
+    settings = make_settings(view_group="view-test-browser")
     publish_alerts(settings, SAMPLE)
     server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "view"], env=settings_env(settings),
                               stdout=(tmp_path / "view.log").open("wb"), stderr=subprocess.STDOUT)

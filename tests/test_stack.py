@@ -60,7 +60,7 @@ def test_cli_errors_are_one_line(make_settings, tmp_path):
 
 
 def test_restarted_simulator_continues_its_clock(make_settings):
-    settings = make_settings(households=5, producer_metrics_port=0)
+    settings = make_settings(households=5)
     run_cli(settings, "produce", "--count", "50", "--no-pacing")  # 10 ticks, 150 s ahead of now
     first = Counter(m.value() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
                                                   stop_at_end=True))

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from helpers import free_port, publish, settings_env, wait_for
+from helpers import publish, settings_env, wait_for
 from pipeline.simulator import Simulator
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -42,8 +42,7 @@ def start(settings, command: str, log_path) -> subprocess.Popen:
 
 
 def test_lag_falls_to_zero_after_catching_up_and_grows_while_the_job_is_stopped(make_settings, tmp_path):
-    settings = make_settings(run_mode="demo", max_offsets_per_trigger=200, trigger_interval="1 second",
-                             stream_metrics_port=0, exporter_port=free_port(), spark_ui_port=free_port())
+    settings = make_settings(run_mode="demo", max_offsets_per_trigger=200, trigger_interval="1 second")
     lines = [line for _, line in Simulator(40, 15, 10.0, 5, 1_783_000_800).lines(150)]  # 6,000 readings
     publish(settings, lines)
     exporter = start(settings, "exporter", tmp_path / "exporter.log")

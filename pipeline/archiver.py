@@ -1,0 +1,187 @@
+"""`energy-monitor archive`: the alerts and readings topics into the history tables (history.py).
+
+A component of its own, beside the stream job, so that writing history never delays an alert.
+It assigns every partition itself, starting where the table's last commit left off (the offsets
+are stored in the Delta log, in the same commit as the rows), and gathers records for up to
+HISTORY_FLUSH_SECONDS before each commit. It also commits those offsets to Kafka under
+HISTORY_GROUP, only so that the exporter shows its lag.
+
+A record that is neither a valid reading nor an alert is counted and skipped: the stream job
+already sends invalid readings to the dead-letter topic with their reason. When the store
+cannot be written, the gathered batch is kept and retried: nothing is skipped or counted twice.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+from confluent_kafka import Consumer, TopicPartition
+
+from .alerts import parse_alert
+from .clock import parse_utc
+from .history import HistoryStore, HistoryUnavailable, alerts_table, energy_table
+from .kafka_io import client_config
+from .metrics import HistoryMetrics
+from .validate import DECIMAL_RE, HOUSEHOLD_RE, MAX_EPOCH_S, MIN_EPOCH_S, TIMESTAMP_RE
+
+log = logging.getLogger(__name__)
+
+
+def _python(pattern: str) -> re.Pattern:
+    """validate.py's Java patterns: `\\z` (end of input) is `\\Z` in Python."""
+    return re.compile(pattern.replace(r"\z", r"\Z"))
+
+
+_TIMESTAMP, _HOUSEHOLD, _DECIMAL = _python(TIMESTAMP_RE), _python(HOUSEHOLD_RE), _python(DECIMAL_RE)
+
+
+def parse_reading(value: bytes | None, max_line_bytes: int, max_kwh: float) -> tuple[str, int, float] | None:
+    """(household, epoch s, kWh) of a line the stream job accepts as to its fields, else None."""
+    if not value or len(value) > max_line_bytes:
+        return None
+    try:
+        fields = value.decode("utf-8").split(",")
+    except UnicodeDecodeError:
+        return None
+    if len(fields) != 3 or not (_TIMESTAMP.match(fields[0]) and _HOUSEHOLD.match(fields[1])
+                                and _DECIMAL.match(fields[2])):
+        return None
+    try:
+        epoch, kwh = parse_utc(fields[0]), float(fields[2])
+    except ValueError:
+        return None
+    if not (MIN_EPOCH_S <= epoch < MAX_EPOCH_S and 0 <= kwh <= max_kwh):
+        return None
+    return fields[1], epoch, kwh
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    bootstrap: str
+    readings_topic: str
+    alerts_topic: str
+    group: str
+    slot_s: int
+    max_line_bytes: int
+    max_kwh: float
+    flush_s: float = 5.0
+    max_records: int = 200_000
+    retention_days: int = 7
+    maintain_every_s: float = 3600.0
+
+
+class Archiver:
+    def __init__(self, config: ArchiveConfig, store: HistoryStore, metrics: HistoryMetrics):
+        self.config, self.store, self.metrics = config, store, metrics
+        self._consumer = Consumer(client_config(config.bootstrap, **{
+            "group.id": config.group, "enable.auto.commit": False, "enable.partition.eof": False}))
+        self._tables = {config.readings_topic: "energy", config.alerts_topic: "alerts"}
+
+    def assign(self) -> dict[str, dict[int, int]]:
+        """Every partition of both topics, from the offsets the tables recorded."""
+        self.store.create()
+        metadata = self._consumer.list_topics(timeout=15)
+        start = {}
+        for topic, table in self._tables.items():
+            if topic not in metadata.topics:
+                raise RuntimeError(f"topic {topic} does not exist yet")
+            start[topic] = self.store.next_offsets(table, topic, sorted(metadata.topics[topic].partitions))
+        self._consumer.assign([TopicPartition(t, p, o) for t, offsets in start.items() for p, o in offsets.items()])
+        log.info("archiving from offsets %s", start)
+        return start
+
+    def run(self, stop: threading.Event) -> None:
+        self.assign()
+        next_maintenance = time.monotonic()
+        while not stop.is_set():
+            batch = self._gather(stop)
+            if batch:
+                self._write_until_done(batch, stop)
+            if time.monotonic() >= next_maintenance:
+                self.maintain()
+                next_maintenance = time.monotonic() + self.config.maintain_every_s
+        self._consumer.close()
+
+    def _gather(self, stop: threading.Event) -> list:
+        batch, deadline = [], time.monotonic() + self.config.flush_s
+        while not stop.is_set() and len(batch) < self.config.max_records and time.monotonic() < deadline:
+            for msg in self._consumer.consume(min(10_000, self.config.max_records - len(batch)), timeout=0.5):
+                if msg.error():
+                    log.warning("consumer: %s", msg.error().str())
+                else:
+                    batch.append(msg)
+        return batch
+
+    def _write_until_done(self, batch: list, stop: threading.Event) -> None:
+        pause = 1.0
+        while True:
+            try:
+                self.write(batch)
+                return
+            except HistoryUnavailable as exc:
+                self.metrics.write_errors.inc()
+                log.error("history store unavailable, retrying in %.0f s: %s", pause, exc)
+            if stop.wait(pause):
+                return
+            pause = min(pause * 2, 60.0)
+
+    def write(self, batch: list) -> None:
+        """One commit per table for the batch's records of its topic, then the group offsets."""
+        by_topic: dict[str, list] = {topic: [] for topic in self._tables}
+        for msg in batch:
+            by_topic[msg.topic()].append(msg)
+        self._commit(self._energy_rows, by_topic[self.config.readings_topic], self.config.readings_topic)
+        self._commit(self._alert_rows, by_topic[self.config.alerts_topic], self.config.alerts_topic)
+        ends = {}
+        for msg in batch:
+            ends[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=True)
+        self.metrics.last_commit.set_to_current_time()
+
+    def _commit(self, to_rows, messages: list, topic: str) -> None:
+        if not messages:
+            return
+        table = self._tables[topic]
+        rows, skipped = to_rows(messages)
+        self.metrics.records.labels(table).inc(len(messages))
+        self.metrics.skipped.labels(table).inc(skipped)
+        if rows is None:  # nothing valid: the offsets are re-read after a restart, yielding nothing again
+            return
+        next_offsets = {}
+        for msg in messages:
+            next_offsets[msg.partition()] = msg.offset() + 1
+        self.metrics.rows.labels(table).inc(self.store.commit(table, rows, topic, next_offsets))
+
+    def _energy_rows(self, messages: list):
+        parsed = [parse_reading(m.value(), self.config.max_line_bytes, self.config.max_kwh) for m in messages]
+        valid = [p for p in parsed if p is not None]
+        if not valid:
+            return None, len(parsed)
+        frame = pd.DataFrame(valid, columns=["household_id", "epoch", "kwh"])
+        frame["slot_start"] = frame.epoch // self.config.slot_s * self.config.slot_s
+        sums = frame.groupby(["household_id", "slot_start"], as_index=False).agg(
+            kwh=("kwh", "sum"), readings=("kwh", "size"))
+        return energy_table(sums), len(parsed) - len(valid)
+
+    def _alert_rows(self, messages: list):
+        alerts, skipped = {}, 0
+        for msg in messages:
+            parsed = parse_alert(msg.value())
+            if parsed.alert is None:
+                skipped += 1
+                log.warning("skipping record %s/%d@%d: %s", msg.topic(), msg.partition(), msg.offset(), parsed.problem)
+                continue
+            alerts.setdefault(parsed.alert["alert_id"], parsed.alert)  # one row per id within the batch too
+        return (alerts_table(list(alerts.values())) if alerts else None), skipped
+
+    def maintain(self) -> None:
+        try:
+            done = self.store.maintain(self.config.retention_days)
+            log.info("history maintenance: %s", done)
+        except Exception as exc:  # a failed compaction is retried on the next schedule
+            self.metrics.write_errors.inc()
+            log.error("history maintenance failed: %s", exc)

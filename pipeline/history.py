@@ -1,0 +1,235 @@
+"""The durable history: two Delta Lake tables under HISTORY_ROOT, read and written without a JVM.
+
+- `alerts`: one row per `alert_id`, ever. Rows are MERGEd on `alert_id`, so an alert the
+  at-least-once Kafka sink delivered twice is stored once.
+- `energy`: kWh per household per slot (SLIDE_DURATION), as partial sums: each archiver commit
+  appends the sums of the readings it consumed, and readers add them up. Compaction rewrites
+  closed days to one row per (household, slot).
+
+Both are partitioned by UTC day (`day`), which retention drops whole. Each commit also records,
+as Delta app transactions, the next Kafka offset of every partition it consumed, in the same
+atomic commit as the rows: a restarted archiver resumes exactly there, so no reading is counted
+twice and none is skipped (archiver.py).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+ALERT_FIELDS = ["alert_id", "household_id", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
+                "mode", "detected_at"]
+_TS = pa.timestamp("us", tz="UTC")
+ALERTS_SCHEMA = pa.schema([
+    ("alert_id", pa.string()), ("household_id", pa.string()), ("window_start", _TS), ("window_end", _TS),
+    ("kwh", pa.float64()), ("threshold_kwh", pa.float64()), ("rule", pa.string()), ("mode", pa.string()),
+    ("detected_at", _TS), ("day", pa.string()),
+])
+ENERGY_SCHEMA = pa.schema([
+    ("household_id", pa.string()), ("slot_start", _TS), ("kwh", pa.float64()), ("readings", pa.int64()),
+    ("day", pa.string()),
+])
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class HistoryUnavailable(RuntimeError):
+    """The store cannot be read or written (unreachable, refused, not a Delta table)."""
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    household: str | None = None
+    since: datetime | None = None  # window_start >= since
+    until: datetime | None = None  # window_start < until
+    limit: int | None = None  # the newest N
+
+
+def day_of(stamps: pd.Series) -> pd.Series:
+    return stamps.dt.strftime("%Y-%m-%d")
+
+
+def alerts_table(alerts: list[dict]) -> pa.Table:
+    """Alert documents (as on the topic) -> rows of the alerts table."""
+    frame = pd.DataFrame(alerts, columns=ALERT_FIELDS)
+    for name in ("window_start", "window_end", "detected_at"):
+        frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+    frame["day"] = day_of(frame.window_end)
+    return pa.Table.from_pandas(frame, schema=ALERTS_SCHEMA, preserve_index=False)
+
+
+def energy_table(frame: pd.DataFrame) -> pa.Table:
+    """(household_id, slot_start epoch s, kwh, readings) -> rows of the energy table."""
+    out = frame.assign(slot_start=pd.to_datetime(frame.slot_start, unit="s", utc=True).astype("datetime64[us, UTC]"))
+    out["day"] = day_of(out.slot_start)
+    return pa.Table.from_pandas(out[ENERGY_SCHEMA.names], schema=ENERGY_SCHEMA, preserve_index=False)
+
+
+def alert_documents(frame: pd.DataFrame) -> list[dict]:
+    """Rows of the alerts table -> alert documents with the topic's field formats."""
+    out = frame[ALERT_FIELDS].copy()
+    for name in ("window_start", "window_end", "detected_at"):
+        out[name] = out[name].dt.strftime(_STAMP).fillna("")
+    return out.to_dict("records")
+
+
+class HistoryStore:
+    """Both tables under one root (a folder or an object-store URI such as s3a://bucket/path;
+    credentials for object stores come from the usual AWS_* variables)."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def _uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    def _open(self, table: str):
+        """The table, or None when it does not exist yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self._uri(table))
+        except TableNotFoundError:
+            if "://" not in self.root and Path(self.root).exists() and not Path(self.root).is_dir():
+                raise HistoryUnavailable(f"{self.root} is not a folder") from None
+            return None
+        except Exception as exc:  # delta-rs has no common base for I/O, object-store and log errors
+            raise HistoryUnavailable(f"cannot open {self._uri(table)}: {_first_line(exc)}") from exc
+
+    def create(self) -> None:
+        """Create both tables if missing (empty, with their schemas and day partitions)."""
+        from deltalake import DeltaTable
+
+        for table, schema in (("alerts", ALERTS_SCHEMA), ("energy", ENERGY_SCHEMA)):
+            if self._open(table) is None:
+                DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore")
+
+    # Writing (the archiver is the only writer).
+
+    def next_offsets(self, table: str, topic: str, partitions: list[int]) -> dict[int, int]:
+        """partition -> the first offset no commit of `table` has consumed yet (0 when none)."""
+        delta = self._open(table)
+        if delta is None:
+            return {p: 0 for p in partitions}
+        return {p: delta.transaction_version(f"{topic}:{p}") or 0 for p in partitions}
+
+    def commit(self, table: str, rows: pa.Table, topic: str, next_offsets: dict[int, int]) -> int:
+        """Write `rows` (alerts: merged on alert_id; energy: appended) and record the offsets,
+        in one Delta commit. Returns the rows inserted."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        props = CommitProperties(app_transactions=[Transaction(f"{topic}:{p}", o) for p, o in next_offsets.items()])
+        delta = self._open(table)
+        try:
+            if table == "energy":
+                write_deltalake(delta, rows, mode="append", commit_properties=props)
+                return rows.num_rows
+            result = (delta.merge(rows, "t.alert_id = s.alert_id AND t.day = s.day", source_alias="s",
+                                  target_alias="t", commit_properties=props)
+                      .when_not_matched_insert_all().execute())
+        except Exception as exc:  # delta-rs: object-store, I/O and commit-conflict errors
+            raise HistoryUnavailable(f"writing {self._uri(table)}: {_first_line(exc)}") from exc
+        return int(result["num_target_rows_inserted"])
+
+    def maintain(self, retention_days: int) -> dict[str, int]:
+        """Drop days more than `retention_days` before the table's newest day (event time, so
+        replayed old data is kept as long as live data), fold closed days of `energy` to one row
+        per (household, slot), compact small files, and delete files unreferenced for an hour
+        (a reader still on an older version keeps its files)."""
+        done = {"days_dropped": 0, "days_folded": 0, "files_compacted": 0}
+        for table in ("alerts", "energy"):
+            delta = self._open(table)
+            days = sorted({p["day"] for p in delta.partitions()}) if delta is not None else []
+            if not days:
+                continue
+            newest = datetime.fromisoformat(days[-1])
+            cutoff = (newest - timedelta(days=retention_days)).strftime("%Y-%m-%d")
+            if days[0] < cutoff:
+                delta.delete(f"day < '{cutoff}'")
+                done["days_dropped"] += sum(d < cutoff for d in days)
+            if table == "energy":
+                for day in (d for d in days if cutoff <= d < days[-1]):
+                    done["days_folded"] += self._fold_day(delta, day)
+            done["files_compacted"] += delta.optimize.compact()["numFilesRemoved"]
+            delta.vacuum(retention_hours=1, enforce_retention_duration=False, dry_run=False)
+        return done
+
+    @staticmethod
+    def _fold_day(delta, day: str) -> int:
+        """Rewrite a closed day of `energy` as one row per (household, slot), sorted by household
+        so a one-household read skips most row groups. 1 if rewritten."""
+        from deltalake import write_deltalake
+
+        part = delta.to_pyarrow_dataset().to_table(filter=pc.field("day") == day)
+        folded = fold_energy(part.to_pandas())
+        if len(folded) == part.num_rows:
+            return 0
+        rows = pa.Table.from_pandas(folded[ENERGY_SCHEMA.names], schema=ENERGY_SCHEMA, preserve_index=False)
+        write_deltalake(delta, rows, mode="overwrite", predicate=f"day = '{day}'")
+        return 1
+
+    # Reading (the CLI and the view; consistent snapshots while the archiver writes).
+
+    def alerts(self, query: AlertQuery = AlertQuery()) -> pd.DataFrame:
+        delta = self._open("alerts")
+        if delta is None:
+            return pd.DataFrame(columns=ALERTS_SCHEMA.names)
+        condition = None
+        for part in _alert_filters(query):
+            condition = part if condition is None else condition & part
+        frame = delta.to_pyarrow_dataset().to_table(filter=condition).to_pandas()
+        frame = frame.sort_values(["window_start", "household_id"], kind="stable", ignore_index=True)
+        if query.limit is not None:
+            frame = frame.tail(query.limit).reset_index(drop=True)
+        return frame
+
+    def energy(self, household: str, hours: float = 24.0) -> pd.DataFrame:
+        """kWh per slot of one household over the `hours` up to its newest slot: slot_start,
+        kwh, readings. Only the newest days' partitions are read."""
+        delta = self._open("energy")
+        empty = pd.DataFrame(columns=["slot_start", "kwh", "readings"])
+        days = sorted({p["day"] for p in delta.partitions()}) if delta is not None else []
+        if not days:
+            return empty
+        first_day = (datetime.fromisoformat(days[-1]) - timedelta(hours=hours)).strftime("%Y-%m-%d")
+        condition = (pc.field("day") >= first_day) & (pc.field("household_id") == household)
+        frame = fold_energy(delta.to_pyarrow_dataset().to_table(filter=condition).to_pandas())
+        if frame.empty:
+            return empty
+        frame = frame[frame.slot_start > frame.slot_start.max() - timedelta(hours=hours)]
+        return frame[["slot_start", "kwh", "readings"]].sort_values("slot_start", ignore_index=True)
+
+def _first_line(exc: Exception) -> str:
+    """delta-rs errors span many lines with terminal colours; the cause is in the first ones."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    return " ".join(line.strip(" ↳") for line in text.splitlines()[:3] if line.strip())[:300]
+
+
+def _alert_filters(query: AlertQuery) -> list:
+    parts = []
+    if query.household:
+        parts.append(pc.field("household_id") == query.household)
+    if query.since:
+        parts.append(pc.field("window_start") >= pa.scalar(query.since, type=_TS))
+    if query.until:
+        parts.append(pc.field("window_start") < pa.scalar(query.until, type=_TS))
+    return parts
+
+
+def fold_energy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Partial sums -> one row per (household, slot)."""
+    if frame.empty:
+        return frame.reindex(columns=ENERGY_SCHEMA.names)
+    folded = frame.groupby(["household_id", "slot_start"], as_index=False).agg(
+        kwh=("kwh", "sum"), readings=("readings", "sum"))
+    folded["day"] = day_of(folded.slot_start)
+    return folded
+
