@@ -9,7 +9,8 @@ Starts its own Kafka broker (temporary folder), then measures:
      in both modes;
   3. alert latency under live load: the simulator publishes at a steady rate while each job
      runs; an alert's latency is its record's Kafka timestamp minus that of the reading that
-     pushed its window over the threshold (both stamped by their producers on this host);
+     pushed its window over the threshold (both stamped by their producers on this host); ours
+     also with the archiver (`energy-monitor archive`) writing the history beside it;
   4. peak RSS of the driver JVM and of the Python processes.
 Prints a table, writes bench/latest.json and bench/latest.png. No thresholds are asserted.
 """
@@ -22,6 +23,7 @@ import logging
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -180,16 +182,25 @@ def histogram_check(metrics: StreamMetrics, measured: float | None) -> dict:
     return {"histogram": round(from_histogram, 3), "measured": measured, "buckets_apart": apart}
 
 
-def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
-    """Live load at households readings per tick; p50/p95/p99 of reading->alert latency."""
+def start_archiver(settings: Settings, folder: Path) -> subprocess.Popen:
+    """`energy-monitor archive` on the run's topics, into a history of its own."""
+    env = {**os.environ, **settings.to_env(), "HISTORY_ROOT": str(folder / "history"), "HISTORY_METRICS_PORT": "0"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "archive"], env=env,
+                            stdout=(folder / "archiver.log").open("ab"), stderr=subprocess.STDOUT)
+
+
+def latency(spark, settings: Settings, households: int, seconds: float, folder: Path) -> dict:
+    """Live load at households readings per tick; p50/p95/p99 of reading->alert latency of our
+    job, of our job with the archiver writing the history beside it, and of the original."""
     out = {}
-    for which in ("ours", "original"):
+    for which in ("ours", "ours+history", "original"):
         run = dataclasses.replace(settings, run_mode="demo", readings_topic=f"live_{uuid.uuid4().hex[:8]}",
                                   alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
         ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions,
                                               run.alerts_topic: 1, run.dlq_topic: 1})
         metrics = StreamMetrics(CollectorRegistry(), "demo", run.trigger_s)
-        query = start(spark, run, which, once=False, on_batch=metrics.observe_batch)
+        query = start(spark, run, which.removesuffix("+history"), once=False, on_batch=metrics.observe_batch)
+        archiver = start_archiver(run, folder) if which.endswith("+history") else None
         time.sleep(5)
         producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
         sim = Simulator(households, 15, 10.0, 3, int(time.time()))
@@ -203,6 +214,9 @@ def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
         producer.flush(60)
         time.sleep(10)  # let the last batches finish
         query.stop()
+        if archiver is not None:
+            archiver.terminate()
+            archiver.wait(60)
         rule = run.rule
         crossed = crossing_times(run, rule.threshold_kwh, rule.window_s, rule.slide_s)
         delays = []
@@ -217,8 +231,10 @@ def latency(spark, settings: Settings, households: int, seconds: float) -> dict:
             out["histogram_p99"] = histogram_check(metrics, pick(0.99))
         out[which] = {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "alerts": len(delays),
                       "readings_per_s": round(households * settings.speedup / 15)}
-        print(f"  latency demo {which:<8} p50 {out[which]['p50']} s  p95 {out[which]['p95']} s  "
+        print(f"  latency demo {which:<12} p50 {out[which]['p50']} s  p95 {out[which]['p95']} s  "
               f"p99 {out[which]['p99']} s  ({len(delays)} alerts)", flush=True)
+    out["history_p99_over_without"] = (round(out["ours+history"]["p99"] / out["ours"]["p99"], 2)
+                                       if out["ours"]["p99"] and out["ours+history"]["p99"] else None)
     return out
 
 
@@ -265,8 +281,9 @@ def chart(result: dict, path: Path) -> None:
     left.set_title("Drain throughput")
     left.legend()
     lat = result["latency_s"]["demo"]
-    names = [w for w in ("ours", "original") if lat[w]["p99"] is not None]
-    right.bar(names, [lat[w]["p99"] for w in names], color=["tab:blue", "tab:orange"][: len(names)])
+    names = [w for w in ("ours", "ours+history", "original") if lat[w]["p99"] is not None]
+    colours = {"ours": "tab:blue", "ours+history": "tab:cyan", "original": "tab:orange"}
+    right.bar(names, [lat[w]["p99"] for w in names], color=[colours[w] for w in names])
     right.set_ylabel("seconds")
     right.set_title("p99 reading→alert latency (demo)")
     fig.suptitle(f"{result['machine']['cores']} cores, pyspark {result['machine']['pyspark']}")
@@ -317,7 +334,7 @@ def main() -> None:
             drained = drain(spark, settings, readings)
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
-                          args.live_households, args.latency_seconds)
+                          args.live_households, args.latency_seconds, Path(folder))
             memory = peak_rss_mib()
             spark.stop()
         finally:
@@ -344,6 +361,8 @@ def main() -> None:
         print(f"{'drain readings/s ' + mode:<34}{d['ours']:>14,}{d['original']:>14,}{result['drain_ratio_ours_over_original'][mode]:>10}")
     for q in ("p50", "p95", "p99"):
         print(f"{'latency demo ' + q + ' (s)':<34}{str(lat['ours'][q]):>14}{str(lat['original'][q]):>14}")
+    print(f"{'latency demo p99, history on (s)':<34}{str(lat['ours+history']['p99']):>14}"
+          f"{'':>14}{str(lat['history_p99_over_without']):>10}  (history on / off)")
     check = lat["histogram_p99"]
     print(f"{'latency p99, job histogram (s)':<34}{str(check['histogram']):>14}   measured {check['measured']}, "
           f"{check['buckets_apart']} bucket(s) apart")

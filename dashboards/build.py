@@ -178,6 +178,10 @@ def _batches_and_state() -> list:
                "Read energy_readings_dlq to find the sender.",
                query("energy:invalid_readings:rate5m", "invalid: {{reason}}"),
                query("energy:late_rows_dropped:rate5m", "late, dropped", "B")),
+        series("History writes", "rps", "Rows the archiver commits to the history per table (alerts: new "
+               "alert ids only; energy: slot sums). Zero while readings flow: the archiver is down "
+               "(EnergyTargetDown) or failing (EnergyHistoryWritesFailing); its lag is in the consumer-lag panel.",
+               query("energy:history_rows_written:rate1m", "{{table}}")),
     ]
 
 

@@ -57,7 +57,9 @@ def window_energy(slots: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     if slots.empty:
         return pd.DataFrame(columns=["window_end", "kwh"])
     step = pd.Timedelta(seconds=rule.slide_s)
-    index = pd.date_range(slots.slot_start.min(), slots.slot_start.max(), freq=step, name="slot_start")
+    # Through the last window that still holds the newest slot, as the job's windows run.
+    last = slots.slot_start.max() + pd.Timedelta(seconds=rule.window_s) - step
+    index = pd.date_range(slots.slot_start.min(), last, freq=step, name="slot_start")
     per_slot = slots.set_index("slot_start").kwh.reindex(index, fill_value=0.0)
     sums = per_slot.rolling(f"{rule.window_s}s").sum()
     return pd.DataFrame({"window_end": index + step, "kwh": sums.to_numpy()})
@@ -138,9 +140,10 @@ def _heatmap(st, store: HistoryStore) -> None:
     if alerts.empty:
         _no_alerts(st)
         return
-    cells = hour_by_household(alerts, top_households(alerts, n).household_id.tolist())
+    households = top_households(alerts, n).household_id.tolist()
+    cells = hour_by_household(alerts, households)
     st.altair_chart(alt.Chart(cells).mark_rect().encode(
-        x=alt.X("hour:O", title="hour of day (UTC)"), y=alt.Y("household_id:N", title="household"),
+        x=alt.X("hour:O", title="hour of day (UTC)"), y=alt.Y("household_id:N", title="household", sort=households),
         color=alt.Color("alerts:Q", scale=alt.Scale(scheme="orangered")),
         tooltip=["household_id", "hour", "alerts"]), use_container_width=True)
 
@@ -148,7 +151,7 @@ def _heatmap(st, store: HistoryStore) -> None:
 def _household(st, store: HistoryStore, rule: Rule) -> None:
     household = st.sidebar.text_input("Household", placeholder="H001").strip()
     try:
-        alerts = store.alerts(AlertQuery(limit=TABLE_ROWS))
+        alerts = recent_alerts(store, PERIODS["24 hours"])
         if not household and not alerts.empty:
             household = top_households(alerts, 1).household_id.iloc[0]
         if not household:
@@ -171,13 +174,14 @@ def _household(st, store: HistoryStore, rule: Rule) -> None:
 def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -> None:
     import altair as alt
 
-    line = alt.Chart(windows).mark_line().encode(x=alt.X("window_end:T", title="window end"),
+    utc_time = {"scale": alt.Scale(type="utc"), "axis": alt.Axis(format="%H:%M")}
+    line = alt.Chart(windows).mark_line().encode(x=alt.X("window_end:T", title="window end (UTC)", **utc_time),
                                                  y=alt.Y("kwh:Q", title=f"kWh per {rule.window_s // 60} min window"))
     threshold = alt.Chart(pd.DataFrame({"kwh": [rule.threshold_kwh]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="kwh:Q")
     start = windows.window_end.min() if not windows.empty else None
     marked = alerts[alerts.window_end >= start] if start is not None else alerts
     points = alt.Chart(marked[["window_end", "kwh", "alert_id"]]).mark_point(color="red", filled=True, size=60).encode(
-        x="window_end:T", y="kwh:Q", tooltip=["window_end", "kwh", "alert_id"])
+        x=alt.X("window_end:T", **utc_time), y="kwh:Q", tooltip=["window_end", "kwh", "alert_id"])
     st.altair_chart(line + threshold + points, use_container_width=True)
     st.caption(f"{len(marked)} alerts in these 24 h; dashed line: the threshold ({rule.threshold_kwh:g} kWh)")
 

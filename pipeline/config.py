@@ -176,7 +176,6 @@ class Settings:
     exporter_port: int = 9103
     view_host: str = "127.0.0.1"
     view_port: int = 8501
-    view_group: str = "energy-alert-view"
     view_refresh_seconds: float = 2.0
     history_root: str = str(PROJECT_ROOT / "var" / "history")
     history_retention_days: int = 7

@@ -38,6 +38,10 @@ ENERGY_SCHEMA = pa.schema([
     ("day", pa.string()),
 ])
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
+# A commit every few seconds is thousands a day: checkpoint the log every 100 commits and drop
+# log entries older than a day, so opening a table stays fast.
+TABLE_PROPERTIES = {"delta.checkpointInterval": "100", "delta.logRetentionDuration": "interval 1 days",
+                    "delta.enableExpiredLogCleanup": "true"}
 
 
 class HistoryUnavailable(RuntimeError):
@@ -110,7 +114,8 @@ class HistoryStore:
 
         for table, schema in (("alerts", ALERTS_SCHEMA), ("energy", ENERGY_SCHEMA)):
             if self._open(table) is None:
-                DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore")
+                DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore",
+                                  configuration=TABLE_PROPERTIES)
 
     # Writing (the archiver is the only writer).
 
@@ -181,7 +186,7 @@ class HistoryStore:
     def alerts(self, query: AlertQuery = AlertQuery()) -> pd.DataFrame:
         delta = self._open("alerts")
         if delta is None:
-            return pd.DataFrame(columns=ALERTS_SCHEMA.names)
+            return ALERTS_SCHEMA.empty_table().to_pandas()
         condition = None
         for part in _alert_filters(query):
             condition = part if condition is None else condition & part

@@ -1,148 +1,159 @@
-"""The Streamlit alert view: streamlit.testing against a real topic, and headless Chromium."""
+"""The alert view's four pages over a history written by a real run: streamlit.testing, and
+headless Chromium (screenshots in var/test-artifacts/)."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import time
+import urllib.request
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from helpers import ROOT, free_port, run_cli, settings_env
+from helpers import ROOT, free_port, publish, records, run_cli, run_job_once, settings_env, wait_for
 from pipeline import alert_view
 from pipeline.kafka_io import ReadingProducer, ensure_topics
+from pipeline.simulator import Simulator
 
 pytestmark = [pytest.mark.kafka]
 
 SCREENSHOTS = ROOT / "var" / "test-artifacts"
+T0 = 1_783_000_800  # 2026-07-02T14:00:00Z
 
 
-def alert(alert_id: str, household: str, start: str, kwh: float, mode: str = "demo") -> dict:
-    return {"alert_id": alert_id, "household_id": household, "window_start": start,
-            "window_end": start.replace(":00Z", ":59Z"), "kwh": kwh, "threshold_kwh": 0.05,
-            "rule": "kwh>0.05 over 1 minute", "mode": mode, "detected_at": "2026-07-02T14:01:00Z"}
+def archive(settings, tmp_path, until) -> None:
+    """Run `energy-monitor archive` until `until()` holds."""
+    archiver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "archive"], env=settings_env(settings),
+                                stdout=(tmp_path / "archiver.log").open("ab"), stderr=subprocess.STDOUT)
+    try:
+        wait_for("the archiver to catch up", until, 120, 1)
+    finally:
+        archiver.terminate()
+        archiver.wait(60)
 
 
-def publish_alerts(settings, alerts: list[dict]) -> None:
-    ensure_topics(settings.bootstrap_servers, {settings.alerts_topic: 1})
-    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
-    for doc in alerts:
-        producer.send(doc["household_id"], json.dumps(doc))
-    assert producer.flush(30) == 0
+def history_ids(settings) -> list[str]:
+    return [json.loads(line)["alert_id"] for line in run_cli(settings, "history").stdout.splitlines()]
 
 
-SAMPLE = [alert("a1", "H001", "2026-07-02T14:00:00Z", 0.061),
-          alert("a2", "H002", "2026-07-02T14:00:15Z", 0.072),
-          alert("a1", "H001", "2026-07-02T14:00:00Z", 0.061),  # re-delivered after a restart
-          alert("a3", "H001", "2026-07-02T14:00:30Z", 2.5, mode="prod")]
+@pytest.fixture
+def written(make_settings, spark, tmp_path):
+    """A history from a real run: 12 households, 30 minutes of demo readings, the job, the archiver."""
+    settings = make_settings(run_mode="demo", history_flush_seconds=0.5)
+    lines = [line for _, line in Simulator(12, 15, 10.0, 3, T0).lines(120)]
+    publish(settings, lines)
+    run_job_once(spark, settings)
+    alerts = records(settings, settings.alerts_topic)
+    assert len(alerts) > 20
+    archive(settings, tmp_path, lambda: len(history_ids(settings)) == len({a["alert_id"] for a in alerts}))
+    return settings, lines, alerts
 
 
-MALFORMED = [
-    None,  # a tombstone
-    b"\xff\xfe not utf-8",
-    b"not json {",
-    b"[1, 2, 3]",
-    json.dumps({**alert("m1", "H009", "2026-07-02T14:00:00Z", 0.1), "household_id": None}).encode(),
-    json.dumps({k: v for k, v in alert("m2", "H009", "2026-07-02T14:00:00Z", 0.1).items()
-                if k != "household_id"}).encode(),
-    json.dumps({**alert("m3", "H009", "2026-07-02T14:00:00Z", 0.1), "household_id": 9}).encode(),
-    json.dumps({**alert("m4", "H009", "2026-07-02T14:00:00Z", 0.1), "window_start": "noon"}).encode(),
-    json.dumps({**alert("m5", "H009", "2026-07-02T14:00:00Z", 0.1), "kwh": "lots"}).encode(),
-]
-
-
-def publish_mixed(settings) -> None:
-    """SAMPLE's alerts with every malformed record kind between them."""
-    ensure_topics(settings.bootstrap_servers, {settings.alerts_topic: 1})
-    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
-    for doc, bad in zip(SAMPLE + [None] * len(MALFORMED), MALFORMED):
-        if doc is not None:
-            producer.send(doc["household_id"], json.dumps(doc))
-        producer.send("H009", bad)
-    assert producer.flush(30) == 0
-
-
-def test_malformed_records_are_counted_and_the_alerts_around_them_shown(monkeypatch, make_settings):
-    settings = make_settings(view_group="view-test-malformed")
-    publish_mixed(settings)
-
-    feed = alert_view.AlertFeed(settings.bootstrap_servers, settings.alerts_topic, "feed-test-malformed")
-    for _ in range(20):
-        feed.poll()
-        if feed.unreadable == len(MALFORMED):
-            break
-    assert sorted(feed.frame()["alert_id"]) == ["a1", "a2", "a3"]
-    assert feed.unreadable == len(MALFORMED)
-
-    at = run_until(app(monkeypatch, settings), lambda a: len(a.table) > 0 and len(a.warning) > 0)
-    assert not at.exception
-    assert sorted(at.table[0].value["alert_id"]) == ["a1", "a2", "a3"]
-    assert f"{len(MALFORMED)} unreadable records" in at.warning[0].value
-
-    result = run_cli(settings, "alerts", "--from-beginning", "--timeout", "3")
-    printed = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [a["alert_id"] for a in printed] == [a["alert_id"] for a in SAMPLE]
-    assert result.stderr.count("unreadable record at partition") == len(MALFORMED)
-    assert f"{len(MALFORMED)} unreadable records skipped" in result.stderr
-
-
-def app(monkeypatch, settings) -> AppTest:
+def app(monkeypatch, settings, page: str) -> AppTest:
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
-    return AppTest.from_file(alert_view.__file__, default_timeout=30)
-
-
-def run_until(at: AppTest, done, attempts: int = 30) -> AppTest:
-    for _ in range(attempts):
-        at.run()
-        if done(at):
-            return at
-        time.sleep(0.5)
+    at = AppTest.from_file(alert_view.__file__, default_timeout=30)
+    at.run()
+    at.sidebar.radio[0].set_value(page).run()
+    assert not at.exception, at.exception
     return at
 
 
-def test_renders_deduplicated_alerts_newest_first(monkeypatch, make_settings):
-    settings = make_settings(view_group="view-test-dedup")
-    publish_alerts(settings, SAMPLE)
-    at = run_until(app(monkeypatch, settings), lambda a: len(a.table) > 0)
-    assert not at.exception
-    table = at.table[0].value
-    assert sorted(table["alert_id"]) == ["a1", "a2", "a3"]
-    assert at.metric[0].value == "3"
-
-    at.multiselect[0].select("H001").run()
-    assert sorted(at.table[0].value["alert_id"]) == ["a1", "a3"]
-    at.multiselect[1].select("prod").run()
-    assert list(at.table[0].value["alert_id"]) == ["a3"]
+def charts(at: AppTest) -> list:
+    return at.get("vega_lite_chart")
 
 
-def test_empty_topic_says_no_alerts_yet(monkeypatch, make_settings):
-    settings = make_settings(view_group="view-test-empty")
-    ensure_topics(settings.bootstrap_servers, {settings.alerts_topic: 1})
-    at = app(monkeypatch, settings)
-    at.run()
-    assert not at.exception
-    assert "No alerts yet" in at.info[0].value
-    assert len(at.table) == 0
+@pytest.mark.spark
+def test_pages_on_a_real_history(monkeypatch, written):
+    settings, lines, alerts = written
+    newest_first = sorted({a["alert_id"]: a for a in alerts}.values(),
+                          key=lambda a: (a["window_start"], a["household_id"]), reverse=True)
+
+    live = app(monkeypatch, settings, "Live alerts").table[0].value
+    assert list(live["alert_id"]) == [a["alert_id"] for a in newest_first][:alert_view.TABLE_ROWS]
+
+    top = app(monkeypatch, settings, "Top households")
+    counts = pd.Series([a["household_id"] for a in newest_first]).value_counts()
+    shown = top.dataframe[0].value
+    assert dict(zip(shown.household_id, shown.alerts)) == {h: counts[h] for h in shown.household_id}
+    assert list(shown.alerts) == sorted(counts, reverse=True)[:len(shown)] and charts(top)
+
+    assert charts(app(monkeypatch, settings, "Heatmap"))
+
+    household = app(monkeypatch, settings, "Household")
+    busiest = counts.sort_index().idxmax()
+    assert household.subheader[0].value == busiest and charts(household)
+    latest = household.table[0].value
+    mine = [ln.split(",") for ln in lines if ln.split(",")[1] == busiest][-20:][::-1]
+    assert [round(v, 6) for v in latest.kwh] == [round(float(kwh), 6) for _, _, kwh in mine]
+    assert f"{sum(a['household_id'] == busiest for a in newest_first)} alerts in these 24 h" in \
+        household.caption[-1].value
 
 
-def test_unreachable_kafka_is_reported(monkeypatch, make_settings):
-    settings = make_settings(bootstrap_servers=f"127.0.0.1:{free_port()}", view_group="view-test-down")
-    at = app(monkeypatch, settings)
-    at.run()
-    assert not at.exception
-    assert "Kafka is unreachable" in at.error[0].value
+def test_every_page_says_so_when_the_history_is_empty(monkeypatch, make_settings):
+    settings = make_settings()
+    for page in alert_view.PAGES:
+        at = app(monkeypatch, settings, page)
+        assert at.info and ("No alerts in the history yet" in at.info[0].value
+                            or "No data in the history yet" in at.info[0].value), page
+        assert not at.error and not at.table
 
 
-def test_in_headless_chromium(make_settings, tmp_path):
+def test_every_page_reports_an_unreachable_store(monkeypatch, make_settings):
+    settings = make_settings(history_root="s3a://energy/history")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                        "AWS_ALLOW_HTTP": "true"}.items():
+        monkeypatch.setenv(name, value)
+    for page in alert_view.PAGES:
+        at = app(monkeypatch, settings, page)
+        assert "cannot be read" in at.error[0].value and "s3a://energy/history" in at.error[0].value, page
+    result = run_cli(settings, "history", check=False)
+    assert result.returncode == 1 and "cannot open s3a://energy/history/alerts" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path):
+    settings = make_settings(history_metrics_port=free_port(), history_flush_seconds=0.5)
+    good = [{"alert_id": f"a{i}", "household_id": "H001", "window_start": f"2026-07-02T14:0{i}:00Z",
+             "window_end": f"2026-07-02T14:0{i + 1}:00Z", "kwh": 0.07, "threshold_kwh": 0.05,
+             "rule": "kwh>0.05 over 1 minute", "mode": "demo", "detected_at": "2026-07-02T14:02:00Z"} for i in range(3)]
+    malformed = [None, b"\xff\xfe not utf-8", b"not json {", b"[1, 2, 3]",
+                 json.dumps({**good[0], "household_id": None}).encode(),
+                 json.dumps({**good[0], "window_start": "noon"}).encode(),
+                 json.dumps({**good[0], "kwh": "lots"}).encode()]
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
+    delivered = good + good  # each alert twice, as the at-least-once sink may
+    for i, bad in enumerate(malformed):
+        producer.send("H001", bad)
+        if i < len(delivered):
+            producer.send("H001", json.dumps(delivered[i]))
+    assert producer.flush(30) == 0
+
+    def skipped() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.history_metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return next(float(ln.split()[-1]) for ln in text.splitlines()
+                    if ln.startswith('energy_history_skipped_records_total{table="alerts"}'))
+
+    archive(settings, tmp_path, lambda: history_ids(settings) == ["a0", "a1", "a2"] and skipped() == len(malformed))
+
+    result = run_cli(settings, "alerts", "--from-beginning", "--timeout", "3")
+    assert [json.loads(line)["alert_id"] for line in result.stdout.splitlines()] == [a["alert_id"] for a in delivered]
+    assert result.stderr.count("unreadable record at partition") == len(malformed)
+
+
+@pytest.mark.spark
+def test_in_headless_chromium(written, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    settings = make_settings(view_group="view-test-browser")
-    publish_alerts(settings, SAMPLE)
+    settings = written[0]
     server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "view"], env=settings_env(settings),
                               stdout=(tmp_path / "view.log").open("wb"), stderr=subprocess.STDOUT)
     options = webdriver.ChromeOptions()
@@ -152,6 +163,8 @@ def test_in_headless_chromium(make_settings, tmp_path):
                  f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    wait = WebDriverWait(driver, 60)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -161,14 +174,18 @@ def test_in_headless_chromium(make_settings, tmp_path):
             except Exception:
                 assert time.monotonic() < deadline, (tmp_path / "view.log").read_text()
                 time.sleep(1)
-        rows = WebDriverWait(driver, 60).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "table tbody tr") or False)
-        texts = " ".join(r.text for r in rows)
-        assert len(rows) == 3 and "H001" in texts and "H002" in texts
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        time.sleep(1)  # let the charts draw before the picture
-        driver.save_screenshot(str(SCREENSHOTS / "alert_view.png"))
-        assert (SCREENSHOTS / "alert_view.png").stat().st_size > 10_000
+        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table tbody tr") or False)
+        assert len(rows) > 20
+        for page, shows in (("Live alerts", "table tbody tr"), ("Top households", ".vega-embed"),
+                            ("Heatmap", ".vega-embed"), ("Household", ".vega-embed")):
+            driver.find_element(By.XPATH, f"//section[@data-testid='stSidebar']//label[.//p[text()='{page}']]").click()
+            wait.until(lambda d: page in d.find_element(By.TAG_NAME, "h1").text)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, shows) or False)
+            assert "Traceback" not in driver.page_source
+            time.sleep(1.5)  # let the charts draw before the picture
+            path = SCREENSHOTS / f"view-{page.lower().replace(' ', '-')}.png"
+            driver.save_screenshot(str(path))
+            assert path.stat().st_size > 10_000
     finally:
         driver.quit()
         server.terminate()

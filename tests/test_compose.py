@@ -63,7 +63,7 @@ def docker_running() -> bool:
         ["docker", "info"], capture_output=True).returncode == 0
 
 
-SERVICES = ["kafka", "spark-master", "spark-worker", "producer", "stream", "exporter", "view",
+SERVICES = ["kafka", "spark-master", "spark-worker", "producer", "stream", "exporter", "archiver", "view",
             "prometheus", "alertmanager"]
 
 
@@ -126,8 +126,13 @@ def prometheus(path: str) -> dict:
 def targets_up() -> bool:
     active = prometheus("/api/v1/targets")["data"]["activeTargets"]
     jobs = {t["labels"]["job"]: t["health"] for t in active}
-    return set(jobs) >= {"energy-producer", "energy-stream", "energy-exporter", "prometheus",
+    return set(jobs) >= {"energy-producer", "energy-stream", "energy-exporter", "energy-history", "prometheus",
                          "alertmanager"} and set(jobs.values()) == {"up"}
+
+
+def history_lines(compose) -> int:
+    """Alerts in the history, as the view's container reads them from the shared volume."""
+    return sum(line.startswith('{"alert_id"') for line in compose("exec -T view energy-monitor history").splitlines())
 
 
 @pytest.mark.compose_run
@@ -137,6 +142,7 @@ def test_stack_runs_survives_a_kafka_restart_and_loses_no_reading(docker_service
     wait(check=lambda: healthy(compose, SERVICES), timeout=600, pause=5)
     wait(check=lambda: count("energy_alerts") > 0, timeout=300, pause=3)
     wait(check=targets_up, timeout=180, pause=3)
+    wait(check=lambda: history_lines(compose) > 0, timeout=120, pause=5)
 
     readings_before, alerts_before = count("energy_readings"), count("energy_alerts")
     compose("restart kafka")
