@@ -45,12 +45,15 @@ compose-down:
 	scripts/compose-local.sh down
 
 # Ours vs the original query, side by side (README, "Performance"); writes bench/latest.{json,png}.
+# Then the history at 1,000 households x 24 h: size per day, commit and page times (bench/history.json).
 bench: deps
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/history.py
 
 # The same runs at small sizes (CI): only checks that the benchmark completes.
 bench-quick: deps
 	$(VENV)/bin/python bench/run.py --quick --output var/bench-quick
+	$(VENV)/bin/python bench/history.py --households 50 --hours 1 --output var/bench-quick/history.json
 
 clean-var: down
 	rm -rf var

@@ -30,25 +30,17 @@ LIVE_COLUMNS = ["detected_at", "household_id", "window_start", "window_end", "kw
                 "mode", "alert_id"]
 
 
-def recent_alerts(store: HistoryStore, period: timedelta) -> pd.DataFrame:
-    """Alerts whose window starts within `period` before the newest alert's window start."""
-    newest = store.alerts(AlertQuery(limit=1))
-    if newest.empty:
-        return newest
-    return store.alerts(AlertQuery(since=newest.window_start.iloc[0].to_pydatetime() - period))
+def top_households(counts: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The n households with the most alerts (ties by id), from per-household counts."""
+    totals = counts.groupby("household_id", as_index=False).alerts.sum()
+    return totals.sort_values(["alerts", "household_id"], ascending=[False, True], ignore_index=True).head(n)
 
 
-def top_households(alerts: pd.DataFrame, n: int) -> pd.DataFrame:
-    counts = alerts.groupby("household_id").size().rename("alerts").reset_index()
-    return counts.sort_values(["alerts", "household_id"], ascending=[False, True], ignore_index=True).head(n)
-
-
-def hour_by_household(alerts: pd.DataFrame, households: list[str]) -> pd.DataFrame:
-    """Alert counts per (UTC hour of the window start, household), zeros included."""
-    chosen = alerts[alerts.household_id.isin(households)]
-    counts = chosen.groupby([chosen.window_start.dt.hour.rename("hour"), "household_id"]).size()
+def hour_by_household(counts: pd.DataFrame, households: list[str]) -> pd.DataFrame:
+    """Alert counts per (UTC hour, household) for these households, zeros included."""
+    chosen = counts[counts.household_id.isin(households)].set_index(["hour", "household_id"]).alerts
     full = pd.MultiIndex.from_product([range(24), households], names=["hour", "household_id"])
-    return counts.reindex(full, fill_value=0).rename("alerts").reset_index()
+    return chosen.reindex(full, fill_value=0).rename("alerts").reset_index()
 
 
 def window_energy(slots: pd.DataFrame, rule: Rule) -> pd.DataFrame:
@@ -86,20 +78,24 @@ def _unavailable(st, store: HistoryStore, exc: Exception) -> None:
     st.error(f"The alert history at {store.root} cannot be read: {exc}. This page retries on every refresh.")
 
 
-def _no_alerts(st) -> None:
-    st.info("No alerts in the history yet. They appear here a few seconds after the stream job emits them.")
+def _load(st, store: HistoryStore, read) -> pd.DataFrame | None:
+    """read() from the history, or None after saying why there is nothing to show."""
+    try:
+        frame = read()
+    except HistoryUnavailable as exc:
+        _unavailable(st, store, exc)
+        return None
+    if frame.empty:
+        st.info("No alerts in the history yet. They appear here a few seconds after the stream job emits them.")
+        return None
+    return frame
 
 
 def _live(st, store: HistoryStore, refresh_s: float) -> None:
     @st.fragment(run_every=refresh_s)
     def live() -> None:
-        try:
-            alerts = store.alerts(AlertQuery(limit=TABLE_ROWS))
-        except HistoryUnavailable as exc:
-            _unavailable(st, store, exc)
-            return
-        if alerts.empty:
-            _no_alerts(st)
+        alerts = _load(st, store, lambda: store.alerts(AlertQuery(limit=TABLE_ROWS)))
+        if alerts is None:
             return
         shown = alerts.iloc[::-1][LIVE_COLUMNS]
         st.metric("Newest alerts shown", len(shown))
@@ -114,16 +110,11 @@ def _period(st) -> timedelta:
 
 def _top(st, store: HistoryStore) -> None:
     period, n = _period(st), st.sidebar.slider("Households", 5, 50, 10)
-    try:
-        alerts = recent_alerts(store, period)
-    except HistoryUnavailable as exc:
-        _unavailable(st, store, exc)
+    counts = _load(st, store, lambda: store.alert_counts(period))
+    if counts is None:
         return
-    if alerts.empty:
-        _no_alerts(st)
-        return
-    top = top_households(alerts, n)
-    st.metric("Alerts in the period", len(alerts))
+    top = top_households(counts, n)
+    st.metric("Alerts in the period", int(counts.alerts.sum()))
     st.bar_chart(top.set_index("household_id"), horizontal=True, sort="-alerts")
     st.dataframe(top, hide_index=True)
 
@@ -132,28 +123,23 @@ def _heatmap(st, store: HistoryStore) -> None:
     import altair as alt
 
     period, n = _period(st), st.sidebar.slider("Households", 5, 50, 10)
-    try:
-        alerts = recent_alerts(store, period)
-    except HistoryUnavailable as exc:
-        _unavailable(st, store, exc)
+    counts = _load(st, store, lambda: store.alert_counts(period, by_hour=True))
+    if counts is None:
         return
-    if alerts.empty:
-        _no_alerts(st)
-        return
-    households = top_households(alerts, n).household_id.tolist()
-    cells = hour_by_household(alerts, households)
+    households = top_households(counts, n).household_id.tolist()
+    cells = hour_by_household(counts, households)
     st.altair_chart(alt.Chart(cells).mark_rect().encode(
         x=alt.X("hour:O", title="hour of day (UTC)"), y=alt.Y("household_id:N", title="household", sort=households),
         color=alt.Color("alerts:Q", scale=alt.Scale(scheme="orangered")),
-        tooltip=["household_id", "hour", "alerts"]), use_container_width=True)
+        tooltip=["household_id", "hour", "alerts"]), width="stretch")
 
 
 def _household(st, store: HistoryStore, rule: Rule) -> None:
-    household = st.sidebar.text_input("Household", placeholder="H001").strip()
+    household = st.sidebar.text_input("Household", placeholder="most alerts in 24 h").strip()
     try:
-        alerts = recent_alerts(store, PERIODS["24 hours"])
-        if not household and not alerts.empty:
-            household = top_households(alerts, 1).household_id.iloc[0]
+        if not household:
+            counts = store.alert_counts(PERIODS["24 hours"])
+            household = top_households(counts, 1).household_id.iloc[0] if not counts.empty else ""
         if not household:
             st.info("No data in the history yet: enter a household id in the sidebar.")
             return
@@ -182,7 +168,7 @@ def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -
     marked = alerts[alerts.window_end >= start] if start is not None else alerts
     points = alt.Chart(marked[["window_end", "kwh", "alert_id"]]).mark_point(color="red", filled=True, size=60).encode(
         x=alt.X("window_end:T", **utc_time), y="kwh:Q", tooltip=["window_end", "kwh", "alert_id"])
-    st.altair_chart(line + threshold + points, use_container_width=True)
+    st.altair_chart(line + threshold + points, width="stretch")
     st.caption(f"{len(marked)} alerts in these 24 h; dashed line: the threshold ({rule.threshold_kwh:g} kWh)")
 
 

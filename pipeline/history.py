@@ -184,17 +184,43 @@ class HistoryStore:
     # Reading (the CLI and the view; consistent snapshots while the archiver writes).
 
     def alerts(self, query: AlertQuery = AlertQuery()) -> pd.DataFrame:
+        """Matching alerts, oldest window first; with a limit, the newest `limit` of them. Only
+        the columns needed to find them are read in full, the other columns only for them."""
         delta = self._open("alerts")
         if delta is None:
             return ALERTS_SCHEMA.empty_table().to_pandas()
-        condition = None
-        for part in _alert_filters(query):
-            condition = part if condition is None else condition & part
-        frame = delta.to_pyarrow_dataset().to_table(filter=condition).to_pandas()
-        frame = frame.sort_values(["window_start", "household_id"], kind="stable", ignore_index=True)
+        dataset = delta.to_pyarrow_dataset()
+        condition = _all(_alert_filters(query))
         if query.limit is not None:
-            frame = frame.tail(query.limit).reset_index(drop=True)
-        return frame
+            starts = dataset.to_table(columns=["window_start"], filter=condition).column("window_start")
+            if len(starts) > query.limit:
+                cutoff = pc.select_k_unstable(starts, query.limit, [("window_start", "descending")])
+                condition = _all([condition, pc.field("window_start") >= pc.min(starts.take(cutoff))])
+        frame = dataset.to_table(filter=condition).to_pandas()
+        frame = frame.sort_values(["window_start", "household_id"], kind="stable", ignore_index=True)
+        return frame.tail(query.limit).reset_index(drop=True) if query.limit is not None else frame
+
+    def alert_counts(self, period: timedelta, by_hour: bool = False) -> pd.DataFrame:
+        """Alerts per household (and per UTC hour of the window start) over the `period` before
+        the newest alert's window start: household_id, [hour,] alerts."""
+        delta = self._open("alerts")
+        columns = ["household_id", "hour", "alerts"] if by_hour else ["household_id", "alerts"]
+        if delta is None:
+            return pd.DataFrame(columns=columns)
+        dataset = delta.to_pyarrow_dataset()
+        newest_day = max(p["day"] for p in delta.partitions()) if delta.partitions() else None
+        if newest_day is None:
+            return pd.DataFrame(columns=columns)
+        newest = pc.max(dataset.to_table(columns=["window_start"], filter=pc.field("day") == newest_day)
+                        .column("window_start"))
+        since = pa.scalar(newest.as_py() - period, type=_TS)
+        table = dataset.to_table(columns=["household_id", "window_start"], filter=pc.field("window_start") >= since)
+        keys = ["household_id"]
+        if by_hour:
+            table = table.append_column("hour", pc.hour(table.column("window_start")))
+            keys.append("hour")
+        counts = table.group_by(keys).aggregate([("window_start", "count")]).to_pandas()
+        return counts.rename(columns={"window_start_count": "alerts"})[columns]
 
     def energy(self, household: str, hours: float = 24.0) -> pd.DataFrame:
         """kWh per slot of one household over the `hours` up to its newest slot: slot_start,
@@ -216,6 +242,15 @@ def _first_line(exc: Exception) -> str:
     """delta-rs errors span many lines with terminal colours; the cause is in the first ones."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     return " ".join(line.strip(" ↳") for line in text.splitlines()[:3] if line.strip())[:300]
+
+
+def _all(conditions: list):
+    """The conjunction of dataset filter expressions (None: no filter)."""
+    conditions = [c for c in conditions if c is not None]
+    out = conditions[0] if conditions else None
+    for condition in conditions[1:]:
+        out = out & condition
+    return out
 
 
 def _alert_filters(query: AlertQuery) -> list:
