@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT, free_port, publish, records, run_cli, run_job_once, settings_env, wait_for
 from pipeline import alert_view
+from pipeline.history import HistoryStore
 from pipeline.kafka_io import ReadingProducer, ensure_topics
 from pipeline.simulator import Simulator
 
@@ -36,7 +37,7 @@ def archive(settings, tmp_path, until) -> None:
 
 
 def history_ids(settings) -> list[str]:
-    return [json.loads(line)["alert_id"] for line in run_cli(settings, "history").stdout.splitlines()]
+    return list(HistoryStore(settings.history_root).alerts().alert_id)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from helpers import ROOT, free_port, isolated_stack, publish, run_cli, wait_for
+from pipeline.history import AlertQuery, HistoryStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -86,7 +87,8 @@ def test_metrics_dashboards_and_paging(tmp_path):
     run_cli(settings, "up", timeout=300)
     try:
         publish(settings, [b"2026-07-02T14:00:00Z,H001,NaN", b"not,a,reading", b"\xff,H001,1"])
-        wait_for("the archiver to keep alerts", lambda: run_cli(settings, "history", "--limit", "1").stdout, 120, 1)
+        history = HistoryStore(settings.history_root)
+        wait_for("the archiver to keep alerts", lambda: not history.alerts(AlertQuery(limit=1)).empty, 120, 1)
 
         until_nothing_missing("metrics without data", lambda: [
             m for m in CONTRACT_METRICS if not prom_query(settings.prometheus_port, m)])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import publish, records, run_cli, settings_env
+from helpers import publish, records, run_cli, run_job_once, settings_env
 from pipeline.simulator import Simulator
 from reference import iso
 
@@ -28,13 +28,13 @@ def alert_ids(settings) -> set[str]:
     return {a["alert_id"] for a in records(settings, settings.alerts_topic)}
 
 
-def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, tmp_path):
+def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, spark, tmp_path):
     base = make_settings(run_mode="demo", max_offsets_per_trigger=300, trigger_interval="1 second")
     publish(base, simulated_lines(households=20, ticks=120, start=T0))  # 2400 readings, 8+ batches
 
     uninterrupted = dataclasses.replace(base, alerts_topic=base.alerts_topic + "_ref",
                                         checkpoint_root=str(tmp_path / "ref"))
-    run_cli(uninterrupted, "stream", "--once")
+    run_job_once(spark, uninterrupted)
     expected = alert_ids(uninterrupted)
     assert len(expected) > 20
 
@@ -56,7 +56,7 @@ def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, tmp_path):
     assert alert_ids(base) == expected
 
 
-def test_mode_switch_needs_no_checkpoint_cleanup(make_settings):
+def test_mode_switch_needs_no_checkpoint_cleanup(make_settings, spark):
     demo = make_settings(run_mode="demo")
     prod = dataclasses.replace(demo, run_mode="prod")
     first = [f"{iso(T0 + 15 * i)},H010,0.3" for i in range(12)]  # alerts in both modes
@@ -73,7 +73,7 @@ def test_mode_switch_needs_no_checkpoint_cleanup(make_settings):
     assert run2 and {(a["mode"], a["rule"]) for a in run2} == {("prod", "kwh>2.0 over 15 minutes")}
 
     publish(demo, [f"{iso(T0 + 1800 + 15 * i)},H010,0.3" for i in range(4)])
-    run_cli(demo, "stream", "--once")
+    run_job_once(spark, demo)
     run3 = records(demo, demo.alerts_topic)[len(run1) + len(run2):]
     assert run3 and {a["mode"] for a in run3} == {"demo"}
     # Resumed from the demo checkpoint: only the new readings' windows, none of run 1's again.

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from helpers import publish, records, run_cli
+from helpers import publish, records, run_job_once
 from pipeline.validate import DEAD_LETTER_RAW_CHARS
 from reference import Expectation, iso
 
@@ -44,17 +44,17 @@ def raw_of(letter: dict) -> bytes:
     return letter["raw"].encode() if letter["raw_is_utf8"] else base64.b64decode(letter["raw"])
 
 
-def test_poison_lines_among_valid_ones_do_not_stop_or_silence_alerting(make_settings):
+def test_poison_lines_among_valid_ones_do_not_stop_or_silence_alerting(make_settings, spark):
     settings = make_settings(run_mode="demo")
     phase1, phase2 = valid_lines(T0, 8), valid_lines(T0 + 120, 8)
     expect = Expectation(60, 15, Decimal("0.05"), 600)
 
     publish(settings, [",".join(r).encode() for r in phase1[:8]] + [p for p, _ in POISON[:5]]
             + [",".join(r).encode() for r in phase1[8:]])
-    assert run_cli(settings, "stream", "--once").returncode == 0
+    run_job_once(spark, settings)
     expect.batch(phase1)
     publish(settings, [p for p, _ in POISON[5:]] + [",".join(r).encode() for r in phase2])
-    assert run_cli(settings, "stream", "--once").returncode == 0
+    run_job_once(spark, settings)
     expect.batch(phase2)
 
     alerts = records(settings, settings.alerts_topic)
@@ -75,7 +75,7 @@ def test_poison_lines_among_valid_ones_do_not_stop_or_silence_alerting(make_sett
         assert len(json.dumps(letter)) <= DEAD_LETTER_MAX_BYTES, (reason, len(json.dumps(letter)))
 
 
-def test_a_new_checkpoint_starts_from_recent_readings(make_settings, tmp_path):
+def test_a_new_checkpoint_starts_from_recent_readings(make_settings, spark, tmp_path):
     now = int(time.time()) // 60 * 60
     old = valid_lines(now - 2 * 86400, 8)
     fresh = valid_lines(now - 600, 8)
@@ -83,7 +83,7 @@ def test_a_new_checkpoint_starts_from_recent_readings(make_settings, tmp_path):
     publish(settings, [",".join(r) for r in old], timestamp_ms=(now - 2 * 86400) * 1000)
     publish(settings, [",".join(r) for r in fresh])
 
-    run_cli(settings, "stream", "--once")
+    run_job_once(spark, settings)
     only_fresh = Expectation(60, 15, Decimal("0.05"), 600)
     only_fresh.batch(fresh)
     alerts = {(a["household_id"], a["window_start"], a["window_end"])
@@ -92,7 +92,7 @@ def test_a_new_checkpoint_starts_from_recent_readings(make_settings, tmp_path):
 
     replay = dataclasses.replace(settings, starting_offsets="earliest", alerts_topic=settings.alerts_topic + "_all",
                                  checkpoint_root=str(tmp_path / "replay"))
-    run_cli(replay, "stream", "--once")
+    run_job_once(spark, replay)
     everything = Expectation(60, 15, Decimal("0.05"), 600)
     everything.batch(old + fresh)
     alerts = {(a["household_id"], a["window_start"], a["window_end"])
