@@ -83,9 +83,11 @@ def records(settings: Settings, topic: str) -> list:
 
 
 def run_job_once(spark, settings: Settings):
-    """Run the stream job in this process until the available input is processed."""
+    """Run the stream job in this process until the available input is processed (its topics
+    created first, as `energy-monitor stream` does)."""
     from pipeline.driver import start_query
 
+    ensure_topics(settings.bootstrap_servers, settings.topics)
     seen = []
     query = start_query(spark, settings, once=True, on_batch=seen.append)
     query.awaitTermination()
