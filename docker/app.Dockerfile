@@ -23,6 +23,7 @@ COPY .cache/jars/spark ./.cache/jars/spark
 # Named volumes mounted under /data start with this ownership, so the services can write them.
 RUN useradd --create-home --uid 1000 energy && mkdir -p /data/checkpoints /data/history /data/work && chown -R energy /data
 USER energy
-ENV VAR_DIR=/data CHECKPOINT_ROOT=/data/checkpoints METRICS_HOST=0.0.0.0 SPARK_WORKER_DIR=/data/work
+ENV VAR_DIR=/data CHECKPOINT_ROOT=/data/checkpoints HISTORY_ROOT=/data/history METRICS_HOST=0.0.0.0 \
+    SPARK_WORKER_DIR=/data/work
 # Spark writes scratch folders (artifacts/, spark-warehouse/) into the working directory.
 WORKDIR /data

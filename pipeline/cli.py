@@ -124,8 +124,11 @@ def cmd_exporter(settings: Settings, _args) -> int:
     roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
     registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
     var = Path(settings.var_dir)
-    registry.register(DataDirCollector({"kafka": str(var / "kafka"), "checkpoints": settings.checkpoint_root,
-                                        "prometheus": str(var / "prometheus"), "logs": str(var / "log")}))
+    dirs = {"kafka": str(var / "kafka"), "checkpoints": settings.checkpoint_root,
+            "prometheus": str(var / "prometheus"), "logs": str(var / "log")}
+    if "://" not in settings.history_root:  # an object store has no local filesystem to watch
+        dirs["history"] = settings.history_root
+    registry.register(DataDirCollector(dirs))
     receiver_gauge(registry, bool(settings.alert_webhook_url))
     registry.register(StreamLagCollector(settings.bootstrap_servers, settings.checkpoint_dir()))
     serve(registry, settings.metrics_host, settings.exporter_port)

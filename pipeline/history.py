@@ -114,8 +114,11 @@ class HistoryStore:
 
         for table, schema in (("alerts", ALERTS_SCHEMA), ("energy", ENERGY_SCHEMA)):
             if self._open(table) is None:
-                DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore",
-                                  configuration=TABLE_PROPERTIES)
+                try:
+                    DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore",
+                                      configuration=TABLE_PROPERTIES)
+                except Exception as exc:  # delta-rs: no common base for I/O and object-store errors
+                    raise HistoryUnavailable(f"cannot create {self._uri(table)}: {_first_line(exc)}") from exc
 
     # Writing (the archiver is the only writer).
 

@@ -23,7 +23,8 @@ CONTRACT_METRICS = [
     "energy_stream_late_rows_dropped_total", "energy_invalid_readings_total", "energy_alerts_total",
     "energy_consumer_group_lag", "energy_alert_latency_seconds_count", "energy_stream_lag_seconds",
     "energy_stream_partition_offsets_behind", "energy_consumer_group_partition_lag",
-    "energy_data_dir_free_bytes", "metrics_executor_JVMHeapMemory_bytes", "energy_history_rows_written_total",
+    'energy_data_dir_free_bytes{dir="history"}', "metrics_executor_JVMHeapMemory_bytes",
+    "energy_history_rows_written_total",
 ]
 
 
