@@ -80,6 +80,9 @@ class Archiver:
         self._consumer = Consumer(client_config(config.bootstrap, **{
             "group.id": config.group, "enable.auto.commit": False, "enable.partition.eof": False}))
         self._tables = {config.readings_topic: "energy", config.alerts_topic: "alerts"}
+        # (topic, partition) -> the next offset its table has committed: a retried batch whose
+        # energy commit went through before the alerts commit failed must not append it again.
+        self._committed: dict[tuple[str, int], int] = {}
 
     def assign(self) -> dict[str, dict[int, int]]:
         """Every partition of both topics, from the offsets the tables recorded."""
@@ -90,7 +93,8 @@ class Archiver:
             if topic not in metadata.topics:
                 raise RuntimeError(f"topic {topic} does not exist yet")
             start[topic] = self.store.next_offsets(table, topic, sorted(metadata.topics[topic].partitions))
-        self._consumer.assign([TopicPartition(t, p, o) for t, offsets in start.items() for p, o in offsets.items()])
+        self._committed = {(t, p): o for t, offsets in start.items() for p, o in offsets.items()}
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._committed.items()])
         log.info("archiving from offsets %s", start)
         return start
 
@@ -143,18 +147,19 @@ class Archiver:
         self.metrics.last_commit.set_to_current_time()
 
     def _commit(self, to_rows, messages: list, topic: str) -> None:
+        messages = [m for m in messages if m.offset() >= self._committed.get((topic, m.partition()), 0)]
         if not messages:
             return
         table = self._tables[topic]
         rows, skipped = to_rows(messages)
         self.metrics.records.labels(table).inc(len(messages))
         self.metrics.skipped.labels(table).inc(skipped)
-        if rows is None:  # nothing valid: the offsets are re-read after a restart, yielding nothing again
-            return
         next_offsets = {}
         for msg in messages:
             next_offsets[msg.partition()] = msg.offset() + 1
-        self.metrics.rows.labels(table).inc(self.store.commit(table, rows, topic, next_offsets))
+        if rows is not None:  # else nothing valid: re-read after a restart, it yields nothing again
+            self.metrics.rows.labels(table).inc(self.store.commit(table, rows, topic, next_offsets))
+        self._committed.update({(topic, p): o for p, o in next_offsets.items()})
 
     def _energy_rows(self, messages: list):
         parsed = [parse_reading(m.value(), self.config.max_line_bytes, self.config.max_kwh) for m in messages]

@@ -5,8 +5,8 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -115,3 +115,45 @@ def test_readings_the_job_rejects_are_not_archived():
                 b"2026-07-02T14:00:15Z,H001,11", b"2026-07-02T14:00:15Z,h001,0.5", b"\xff,H001,1",
                 b"2026-07-02 14:00:15,H001,0.5", b"2026-07-02T14:00:15Z,H001", b"x" * 2000):
         assert parse_reading(bad, **limits) is None, bad
+
+
+class Record:
+    """What the archiver reads of a Kafka message."""
+
+    def __init__(self, topic: str, offset: int, value: bytes):
+        self._topic, self._offset, self._value = topic, offset, value
+
+    def topic(self): return self._topic
+    def partition(self): return 0
+    def offset(self): return self._offset
+    def value(self): return self._value
+    def error(self): return None
+
+
+def test_a_retried_batch_appends_its_energy_once(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.archiver import ArchiveConfig, Archiver
+    from pipeline.history import HistoryUnavailable
+    from pipeline.metrics import HistoryMetrics
+
+    class FailsAlertsOnce(HistoryStore):
+        failed = False
+
+        def commit(self, table, rows, topic, next_offsets):
+            if table == "alerts" and not self.failed:
+                self.failed = True
+                raise HistoryUnavailable("refused once")
+            return super().commit(table, rows, topic, next_offsets)
+
+    store = FailsAlertsOnce(str(tmp_path / "history"))
+    store.create()
+    archiver = Archiver(ArchiveConfig("127.0.0.1:1", "r", "a", "g", 15, 1024, 10.0), store,
+                        HistoryMetrics(CollectorRegistry()))
+    alert = {"alert_id": "x1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
+             "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05,
+             "rule": "kwh>0.05 over 1 minute", "mode": "demo", "detected_at": "2026-07-02T14:01:00Z"}
+    batch = [Record("r", 0, b"2026-07-02T14:00:15Z,H001,0.25"), Record("a", 0, json.dumps(alert).encode())]
+    archiver._write_until_done(batch, threading.Event())  # alerts refused once, then retried
+    assert store.failed and list(store.alerts().alert_id) == ["x1"]
+    assert list(store.energy("H001").kwh) == [0.25]
