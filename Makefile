@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit test-compose compose-up compose-down bench bench-quick clean-var
+.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -27,10 +27,14 @@ status:
 # waiting on triggers and scrapes, so three overlap well on two cores. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 3
 test: deps
-	$(PYTEST) -q -ra -n $(TEST_WORKERS) --dist worksteal -m "not compose_run"
+	$(PYTEST) -q -ra -n $(TEST_WORKERS) --dist worksteal -m "not compose_run and not cluster"
+
+# A 3-broker KRaft cluster as local processes: a broker SIGKILLed under load (tests/test_cluster.py).
+test-cluster: deps
+	$(PYTEST) -q -ra -m cluster
 
 test-unit: deps
-	$(PYTEST) -q -m "not kafka and not spark and not compose_run"
+	$(PYTEST) -q -m "not kafka and not spark and not compose_run and not cluster"
 
 # The docker compose stack, run for real: starts a Docker engine if none answers.
 test-compose: deps

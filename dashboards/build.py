@@ -76,7 +76,7 @@ def pipeline_health() -> db.Dashboard:
                  .with_variable(variable("topic", "Topic", "label_values(energy_stream_lag_seconds, topic)"))
                  .with_variable(variable("partition", "Partition",
                                          'label_values(energy_stream_lag_seconds{topic=~"$topic"}, partition)')))
-    for panel in _health_overview() + _latency_and_lag() + _batches_and_state() + _spark_jvm():
+    for panel in _health_overview() + _kafka_brokers() + _latency_and_lag() + _batches_and_state() + _spark_jvm():
         dashboard = dashboard.with_row(panel) if isinstance(panel, db.Row) else dashboard.with_panel(panel)
     return dashboard
 
@@ -118,6 +118,28 @@ def _health_overview() -> list:
                "`energy-monitor status` and the component's log.",
                query('up{job=~"energy-.*|prometheus|alertmanager|spark"}', "{{job}}"),
                query("energy_kafka_up", "kafka reachable", "B")),
+    ]
+
+
+def _kafka_brokers() -> list:
+    return [
+        row("Kafka brokers"),
+        single("Offline partitions", "short", "Partitions with no leader: nothing can be read from or written to "
+               "them. Red above 0, as EnergyKafkaOfflinePartitions: start the brokers that are down.",
+               "energy:kafka_offline_partitions:max", steps((None, "green"), (1, "red")), span=4),
+        single("Brokers up", "short", "Brokers the cluster lists. Below the brokers you run is "
+               "EnergyKafkaBrokerDown: see the panel to the right for which.",
+               "sum(energy:kafka_broker_up:max)", BELOW_IS_BAD, span=4),
+        single("Under-replicated partitions", "short", "Partitions with fewer in-sync replicas than replicas. "
+               "Above 0 while a broker is down or catching up; for 5 min is "
+               "EnergyKafkaUnderReplicatedPartitions.",
+               "sum(energy:kafka_under_replicated_partitions:max)", steps((None, "green"), (1, "yellow")), span=4),
+        series("Broker up", "short", "1 per broker the cluster lists (registered, not fenced); 0: dead or "
+               "fenced, EnergyKafkaBrokerDown after 1 min.",
+               query("energy:kafka_broker_up:max", "{{broker}}")),
+        series("Under-replicated partitions by leader", "short", "Partitions each broker leads with a replica "
+               "out of sync. Back to 0 once a restarted broker has caught up and rejoined the ISR.",
+               query("energy:kafka_under_replicated_partitions:max", "{{broker}}")),
     ]
 
 

@@ -16,8 +16,8 @@ from . import stack
 from .config import ConfigError, Settings, load_settings
 from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
-from .metrics import (DataDirCollector, KafkaLagCollector, ProducerMetrics, StreamLagCollector, receiver_gauge,
-                      serve)
+from .metrics import (DataDirCollector, KafkaBrokerCollector, KafkaLagCollector, ProducerMetrics,
+                      StreamLagCollector, receiver_gauge, serve)
 
 log = logging.getLogger("energy_monitor")
 
@@ -26,29 +26,30 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-def _components(names: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in stack.COMPONENTS]
+def _components(settings: Settings, names: list[str]) -> list[str]:
+    known = stack.components(settings)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise CliError(f"unknown component {', '.join(unknown)}; choose from {', '.join(stack.COMPONENTS)}")
-    return names or list(stack.COMPONENTS)
+        raise CliError(f"unknown component {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names or list(known)
 
 
 def cmd_up(settings: Settings, args) -> int:
-    names = _components(args.components)
+    names = _components(settings, args.components)
     if "alertmanager" in names and not settings.alert_webhook_url:
         print("WARNING: ALERT_WEBHOOK_URL is not set: Alertmanager has no receiver, alerts reach nobody",
               file=sys.stderr, flush=True)
     for name in names:
         print(f"{name:<12} starting, waiting until it is ready", flush=True)
         outcome = stack.start(settings, name)
-        print(f"{name:<12} {outcome:<16} {stack.COMPONENTS[name].address(settings)}", flush=True)
+        print(f"{name:<12} {outcome:<16} {stack.components(settings)[name].address(settings)}", flush=True)
     print(f"logs in {Path(settings.var_dir) / 'log'}")
     return 0
 
 
 def cmd_down(settings: Settings, args) -> int:
     # Reverse order: producers and consumers stop before the broker they talk to.
-    for name in reversed(_components(args.components)):
+    for name in reversed(_components(settings, args.components)):
         print(f"{name:<12} {stack.stop(settings, name)}", flush=True)
     return 0
 
@@ -60,7 +61,7 @@ def cmd_status(settings: Settings, _args) -> int:
 
 
 def _producer(settings: Settings, metrics_port: int = 0) -> ReadingProducer:
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     on_delivery = None
     if metrics_port:
         registry = CollectorRegistry()
@@ -123,8 +124,9 @@ def cmd_exporter(settings: Settings, _args) -> int:
     registry = CollectorRegistry()
     roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
     registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
+    registry.register(KafkaBrokerCollector(settings.bootstrap_servers))
     var = Path(settings.var_dir)
-    dirs = {"kafka": str(var / "kafka"), "checkpoints": settings.checkpoint_root,
+    dirs = {"kafka": str(stack.kafka_dir(settings)), "checkpoints": settings.checkpoint_root,
             "prometheus": str(var / "prometheus"), "logs": str(var / "log")}
     if "://" not in settings.history_root:  # an object store has no local filesystem to watch
         dirs["history"] = settings.history_root
@@ -159,7 +161,7 @@ def cmd_view(settings: Settings, _args) -> int:
 def cmd_alerts(settings: Settings, args) -> int:
     from .alerts import parse_alert
 
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     unreadable = 0
     for msg in read_topic(settings.bootstrap_servers, settings.alerts_topic,
                           from_beginning=args.from_beginning, idle_timeout_s=args.timeout):
@@ -186,7 +188,7 @@ def cmd_archive(settings: Settings, args) -> int:
     if args.maintain:
         print(json.dumps(store.maintain(settings.history_retention_days)))
         return 0
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     registry = CollectorRegistry()
     if settings.history_metrics_port:
         serve(registry, settings.metrics_host, settings.history_metrics_port)
@@ -256,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("down", cmd_down, "stop what `up` started")):
         p = sub.add_parser(name, help=text)
         p.add_argument("components", nargs="*", metavar="COMPONENT",
-                       help=f"any of: {', '.join(stack.COMPONENTS)} (default: all)")
+                       help=f"any of: {', '.join(stack.components(Settings()))} (default: all; "
+                            "with KAFKA_BROKERS=N the broker is kafka-1 … kafka-N)")
         p.set_defaults(func=func)
     sub.add_parser("status", help="each component: running or not, address, log").set_defaults(func=cmd_status)
 

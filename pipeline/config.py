@@ -125,7 +125,9 @@ def _number(name: str, value, low: float, high: float, low_inclusive: bool = Tru
 
 # Integer fields and their allowed range; anything else is rejected by name.
 _INT_RANGES = {
-    "readings_partitions": (1, 10_000), "shuffle_partitions": (1, 10_000), "state_buckets": (1, 1_000_000),
+    "readings_partitions": (1, 10_000), "alerts_partitions": (1, 10_000), "dlq_partitions": (1, 10_000),
+    "replication_factor": (0, 32), "min_insync_replicas": (0, 32), "kafka_brokers": (1, 9),
+    "shuffle_partitions": (1, 10_000), "state_buckets": (1, 1_000_000),
     "max_offsets_per_trigger": (1, 100_000_000), "households": (1, 10_000_000),
     "tick_seconds": (1, 86_400), "max_line_bytes": (64, 65_536),
     "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
@@ -144,6 +146,13 @@ class Settings:
     alerts_topic: str = "energy_alerts"
     dlq_topic: str = "energy_readings_dlq"
     readings_partitions: int = 4
+    alerts_partitions: int = 1
+    dlq_partitions: int = 1
+    # 0: as many replicas as the cluster has brokers, at most 3 (see kafka_io.replication_for).
+    replication_factor: int = 0
+    # 0: one less than the replication factor, at least 1 (2 of 3: one broker may be lost).
+    min_insync_replicas: int = 0
+    kafka_brokers: int = 1
     run_mode: str = "demo"
     window_duration: str = ""
     slide_duration: str = ""
@@ -233,11 +242,30 @@ class Settings:
                               f"got {self.alert_webhook_url!r}")
         if not self.bootstrap_servers.strip():
             raise ConfigError("BOOTSTRAP_SERVERS: must name at least one host:port")
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            raise ConfigError(f"MIN_INSYNC_REPLICAS ({self.min_insync_replicas}) must not exceed "
+                              f"REPLICATION_FACTOR ({self.replication_factor}): no write could succeed")
+        addresses = self.bootstrap_list
+        if len(addresses) < self.kafka_brokers:
+            raise ConfigError(f"KAFKA_BROKERS={self.kafka_brokers} needs as many host:port addresses in "
+                              f"BOOTSTRAP_SERVERS (one listener per local broker), got {len(addresses)}")
+        if any(not re.fullmatch(r"[^\s:,]+:\d{1,5}", a) for a in addresses):
+            raise ConfigError(f"BOOTSTRAP_SERVERS: a comma-separated list of host:port, got {self.bootstrap_servers!r}")
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [a.strip() for a in self.bootstrap_servers.split(",") if a.strip()]
 
     @property
     def topics(self) -> dict[str, int]:
         """Every topic the pipeline uses -> its partition count when it is created."""
-        return {self.readings_topic: self.readings_partitions, self.alerts_topic: 1, self.dlq_topic: 1}
+        return {self.readings_topic: self.readings_partitions, self.alerts_topic: self.alerts_partitions,
+                self.dlq_topic: self.dlq_partitions}
+
+    @property
+    def topic_replication(self) -> dict[str, int]:
+        """How `ensure_topics` replicates the topics it creates (0: derived from the cluster)."""
+        return {"replication_factor": self.replication_factor, "min_insync_replicas": self.min_insync_replicas}
 
     @property
     def simulator_lead_s(self) -> int:

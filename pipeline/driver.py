@@ -167,7 +167,7 @@ def _wait_or_stop(query) -> None:
 
 def run(settings: Settings, once: bool) -> RunTotals:
     """`energy-monitor stream`: run the query until it ends (`once`) or is interrupted."""
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     spark = spark_session(settings)
     totals = RunTotals()
     observers: list[Callable[[BatchCounts], None]] = [log_batch, totals.add]

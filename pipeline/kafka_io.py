@@ -56,21 +56,38 @@ def _admin(bootstrap: str) -> AdminClient:
     return AdminClient(client_config(bootstrap))
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout_s: float = 15.0) -> None:
-    """Create the topics that are missing; existing ones are left as they are."""
+def replication_for(brokers: int, replication_factor: int = 0, min_insync_replicas: int = 0) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of `brokers`; 0 means derived:
+    up to 3 replicas, and one fewer in sync than replicas (at least 1), so with 3 replicas an
+    acknowledged write (acks=all) is on 2 brokers and one broker may be lost."""
+    replicas = replication_factor or min(3, max(1, brokers))
+    return replicas, min_insync_replicas or max(1, replicas - 1)
+
+
+def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout_s: float = 15.0,
+                  replication_factor: int = 0, min_insync_replicas: int = 0) -> None:
+    """Create the topics that are missing; existing ones are left as they are (a replication
+    below the wanted one is logged: Kafka changes it only by a partition reassignment)."""
     admin = _admin(bootstrap)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str()}") from None
-    missing = [NewTopic(name, num_partitions=count, replication_factor=1)
-               for name, count in partitions.items() if name not in existing]
+    replicas, min_isr = replication_for(len(metadata.brokers), replication_factor, min_insync_replicas)
+    for name in partitions.keys() & metadata.topics.keys():
+        held = min((len(p.replicas) for p in metadata.topics[name].partitions.values()), default=replicas)
+        if held < replicas:
+            log.warning("topic %s has %d replica(s), %d wanted: left as it is (reassign its partitions "
+                        "to raise it)", name, held, replicas)
+    config = {"min.insync.replicas": str(min_isr), "unclean.leader.election.enable": "false"}
+    missing = [NewTopic(name, num_partitions=count, replication_factor=replicas, config=config)
+               for name, count in partitions.items() if name not in metadata.topics]
     if not missing:
         return
     for name, future in admin.create_topics(missing, operation_timeout=timeout_s).items():
         try:
             future.result()
-            log.info("created topic %s", name)
+            log.info("created topic %s (%d replica(s), min.insync.replicas %d)", name, replicas, min_isr)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise

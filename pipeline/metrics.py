@@ -292,6 +292,62 @@ class KafkaLagCollector(_KafkaCollector):
         return max(0.0, time.time() - min(stamps) / 1000.0) if stamps else 0.0
 
 
+class KafkaBrokerCollector(Collector):
+    """Each broker's health from the cluster's metadata, at scrape time: up (listed by the
+    cluster, so registered and not fenced), the partitions it leads with fewer in-sync replicas
+    than replicas (Kafka's own UnderReplicatedPartitions), and partitions without a leader.
+
+    A broker is named by its address. The bootstrap list's addresses are always reported, so
+    one that is down at the exporter's start still shows as 0; others are remembered once seen.
+    """
+
+    MAX_BROKERS = 256
+
+    def __init__(self, bootstrap: str, timeout_s: float = 5.0):
+        from confluent_kafka.admin import AdminClient
+
+        self.timeout_s = timeout_s
+        self._known = [a.strip() for a in bootstrap.split(",") if a.strip()]
+        self._admin = AdminClient(kafka_io.client_config(bootstrap))
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        up = GaugeMetricFamily("energy_kafka_broker_up", "1 if the cluster lists the broker (registered, "
+                               "not fenced).", labels=["broker"])
+        under = GaugeMetricFamily("energy_kafka_broker_under_replicated_partitions", "Partitions the "
+                                  "broker leads that have fewer in-sync replicas than replicas.", labels=["broker"])
+        offline = GaugeMetricFamily("energy_kafka_offline_partitions", "Partitions without a leader "
+                                    "(no broker can serve them).")
+        with self._lock:
+            try:
+                metadata = self._admin.list_topics(timeout=self.timeout_s)
+            except Exception as exc:  # a scrape must answer: every broker is reported down
+                log.warning("cannot read the Kafka cluster's metadata: %s", exc)
+                metadata = None
+            live = {} if metadata is None else {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()}
+            for address in live.values():
+                if address not in self._known and len(self._known) < self.MAX_BROKERS:
+                    self._known.append(address)
+            led = {address: 0 for address in self._known}
+            leaderless = 0
+            for topic in ([] if metadata is None else metadata.topics.values()):
+                for partition in topic.partitions.values():
+                    if partition.leader < 0:
+                        leaderless += 1
+                    elif len(partition.isrs) < len(partition.replicas) and partition.leader in live:
+                        led[live[partition.leader]] = led.get(live[partition.leader], 0) + 1
+        for address in self._known:
+            up.add_metric([address], 1 if address in live.values() else 0)
+            under.add_metric([address], led.get(address, 0))
+        if metadata is not None:
+            offline.add_metric([], leaderless)
+            yield offline
+        yield from (up, under)
+
+
 class DataDirCollector(Collector):
     """Free and total bytes of the filesystems that hold the pipeline's data, read at scrape
     time (statvfs), for EnergyDiskFillingUp. A folder not made yet is measured at its nearest

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import broker, processes
-from .broker import host_port, port_open
+from .broker import port_open
 from .config import PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .processes import PidFile
@@ -36,18 +36,42 @@ class Component:
     wait_s: float = 120.0
 
 
-def _kafka_command(settings: Settings) -> list[str]:
-    host, port = host_port(settings.bootstrap_servers)
-    return broker.prepare(Path(settings.var_dir) / "kafka", host, port, settings.kafka_controller_port,
-                          settings.kafka_retention_bytes)
+def kafka_dir(settings: Settings) -> Path:
+    """Where the local broker keeps its data; a cluster of N nodes has a folder of its own, so
+    changing KAFKA_BROKERS never meets storage formatted for another quorum."""
+    var = Path(settings.var_dir)
+    return var / "kafka" if settings.kafka_brokers == 1 else var / f"kafka-{settings.kafka_brokers}"
+
+
+def kafka_nodes(settings: Settings) -> list[broker.Node]:
+    return broker.local_nodes(settings.bootstrap_list[:settings.kafka_brokers], settings.kafka_controller_port,
+                              kafka_dir(settings))
 
 
 def _kafka_ready(settings: Settings) -> bool:
-    """Answering, with the pipeline's topics created (so the exporter sees them at once)."""
-    if not broker.is_ready(settings.bootstrap_servers):
+    """Every local broker registered, with the pipeline's topics created (so the exporter sees
+    them at once)."""
+    if broker.live_brokers(settings.bootstrap_servers) < settings.kafka_brokers:
         return False
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     return True
+
+
+def _kafka_component(index: int, count: int) -> Component:
+    """Node `index` of `count`. A quorum forms only once most voters run, so the nodes before
+    the last are ready when their controller listens; the last waits for the whole cluster."""
+    def node(settings: Settings) -> broker.Node:
+        return kafka_nodes(settings)[index - 1]
+
+    def command(settings: Settings) -> list[str]:
+        return broker.prepare(node(settings), kafka_nodes(settings), broker.cluster_id(kafka_dir(settings)),
+                              settings.kafka_retention_bytes)
+
+    def ready(settings: Settings) -> bool:
+        return _kafka_ready(settings) if index == count else port_open("127.0.0.1", node(settings).controller_port)
+
+    return Component("kafka" if count == 1 else f"kafka-{index}", command,
+                     lambda s: f"{node(s).host}:{node(s).port}", ready, lambda s: node(s).port)
 
 
 MONITORING_DIR = PROJECT_ROOT / "monitoring"
@@ -125,9 +149,7 @@ def _cli(*args: str) -> Callable[[Settings], list[str]]:
     return lambda _settings: [sys.executable, "-m", "pipeline.cli", *args]
 
 
-COMPONENTS = {
-    "kafka": Component("kafka", _kafka_command, lambda s: s.bootstrap_servers, _kafka_ready,
-                       lambda s: host_port(s.bootstrap_servers)[1]),
+_SERVICES = {
     "prometheus": Component("prometheus", _prometheus_command,
                             lambda s: f"http://127.0.0.1:{s.prometheus_port}",
                             _serves(lambda s: s.prometheus_port, "/-/ready", "Prometheus"),
@@ -161,6 +183,13 @@ COMPONENTS = {
 }
 
 
+def components(settings: Settings) -> dict[str, Component]:
+    """Every component `up` starts, in order: the broker(s) first, the view last."""
+    count = settings.kafka_brokers
+    kafka = (_kafka_component(i, count) for i in range(1, count + 1))
+    return {**{c.name: c for c in kafka}, **_SERVICES}
+
+
 def _paths(settings: Settings, name: str) -> tuple[PidFile, Path]:
     var = Path(settings.var_dir)
     return PidFile(var / "run" / f"{name}.pid"), var / "log" / f"{name}.log"
@@ -178,7 +207,7 @@ def _log_tail(log_file: Path, lines: int = 15) -> str:
 
 
 def start(settings: Settings, name: str) -> str:
-    component = COMPONENTS[name]
+    component = components(settings)[name]
     pid_file, log_file = _paths(settings, name)
     if pid_file.running():
         return "already running"
@@ -206,7 +235,7 @@ def stop(settings: Settings, name: str) -> str:
 
 def status(settings: Settings) -> list[tuple[str, str, str, str]]:
     rows = []
-    for name, component in COMPONENTS.items():
+    for name, component in components(settings).items():
         pid_file, log_file = _paths(settings, name)
         rows.append((name, "running" if pid_file.running() else "stopped", component.address(settings), str(log_file)))
     return rows

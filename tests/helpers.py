@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from pipeline.broker import free_port
@@ -17,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 __all__ = ["ROOT", "SHARED", "free_port", "wait_for", "isolated_stack", "settings_env", "run_cli",
-           "publish", "records", "run_job_once"]
+           "publish", "records", "run_job_once", "prom_query", "dashboard_queries"]
 
 
 def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
@@ -67,7 +69,7 @@ def run_cli(settings: Settings, *args: str, timeout: float = 300, check: bool = 
 
 def publish(settings: Settings, lines: list[bytes | str], timestamp_ms: int = 0) -> None:
     """Each line as one record keyed by its second field (record time `timestamp_ms`, or now)."""
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
     for line in lines:
         raw = line.encode() if isinstance(line, str) else line
@@ -87,9 +89,30 @@ def run_job_once(spark, settings: Settings):
     created first, as `energy-monitor stream` does)."""
     from pipeline.driver import start_query
 
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     seen = []
     query = start_query(spark, settings, once=True, on_batch=seen.append)
     query.awaitTermination()
     assert query.exception() is None, query.exception()
     return seen
+
+
+def prom_query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """Every panel's query, with the dashboard variables at their 'All' value."""
+    out = []
+    for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                for name in ("$topic", "$partition", "$mode"):
+                    expr = expr.replace(name, ".*")
+                out.append((path.name, panel["title"], expr))
+    return out

@@ -130,7 +130,7 @@ def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path
                  json.dumps({**good[0], "household_id": None}).encode(),
                  json.dumps({**good[0], "window_start": "noon"}).encode(),
                  json.dumps({**good[0], "kwh": "lots"}).encode()]
-    ensure_topics(settings.bootstrap_servers, settings.topics)
+    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
     delivered = good + good  # each alert twice, as the at-least-once sink may
     for i, bad in enumerate(malformed):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import ROOT, free_port, isolated_stack, publish, run_cli, wait_for
+from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, wait_for
 from pipeline.history import AlertQuery, HistoryStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -24,7 +22,8 @@ CONTRACT_METRICS = [
     "energy_consumer_group_lag", "energy_alert_latency_seconds_count", "energy_stream_lag_seconds",
     "energy_stream_partition_offsets_behind", "energy_consumer_group_partition_lag",
     'energy_data_dir_free_bytes{dir="history"}', "metrics_executor_JVMHeapMemory_bytes",
-    "energy_history_rows_written_total",
+    "energy_history_rows_written_total", 'energy_kafka_broker_up{broker=~".+"} == 1',
+    "energy_kafka_broker_under_replicated_partitions", "energy_kafka_offline_partitions == 0",
 ]
 
 
@@ -54,32 +53,11 @@ class Webhook:
                 if alert["labels"]["alertname"] == alertname]
 
 
-def prom_query(port: int, expr: str) -> list:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.loads(response.read())
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
 def until_nothing_missing(what: str, missing, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while left := missing():
         assert time.monotonic() < deadline, f"{what}: {left}"
         time.sleep(3)
-
-
-def dashboard_queries() -> list[tuple[str, str, str]]:
-    """Every panel's query, with the dashboard variables at their 'All' value."""
-    out = []
-    for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"]
-                for name in ("$topic", "$partition", "$mode"):
-                    expr = expr.replace(name, ".*")
-                out.append((path.name, panel["title"], expr))
-    return out
 
 
 def test_metrics_dashboards_and_paging(tmp_path):

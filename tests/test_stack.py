@@ -10,7 +10,7 @@ import pytest
 
 from helpers import free_port, isolated_stack, run_cli
 from pipeline.kafka_io import read_topic
-from pipeline.stack import COMPONENTS
+from pipeline.stack import components
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -18,9 +18,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_path):
     settings = isolated_stack(tmp_path)
     started = time.monotonic()
+    names = list(components(settings))
     out = run_cli(settings, "up", timeout=240).stdout
     try:
-        for component in COMPONENTS:
+        for component in names:
             assert re.search(rf"^{component} +started", out, re.M), out
         alert = None
         while alert is None and time.monotonic() - started < 120:
@@ -30,8 +31,8 @@ def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_p
         assert b'"mode":"demo"' in alert.value()
 
         status = run_cli(settings, "status").stdout
-        assert status.count(" running ") == len(COMPONENTS)
-        assert run_cli(settings, "up").stdout.count("already running") == len(COMPONENTS)
+        assert status.count(" running ") == len(names)
+        assert run_cli(settings, "up").stdout.count("already running") == len(names)
         assert "rdkafka" not in out and "Connection refused" not in out
     finally:
         down = run_cli(settings, "down", timeout=400).stdout
@@ -42,9 +43,9 @@ def test_up_gives_demo_alerts_within_two_minutes_and_down_stops_everything(tmp_p
     assert "stopping the query (query.stop())" in stream_log and "query stopped" in stream_log
     assert "rdkafka" not in out + down
     status = run_cli(settings, "status").stdout
-    assert status.count(" stopped ") == len(COMPONENTS)
+    assert status.count(" stopped ") == len(names)
     assert (tmp_path / "var" / "kafka" / "logs" / "meta.properties").exists()
-    assert all((tmp_path / "var" / "log" / f"{c}.log").stat().st_size > 0 for c in COMPONENTS)
+    assert all((tmp_path / "var" / "log" / f"{c}.log").stat().st_size > 0 for c in names)
 
 
 def test_cli_errors_are_one_line(make_settings, tmp_path):
