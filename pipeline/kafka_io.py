@@ -112,6 +112,9 @@ class ReadingProducer:
         config = client_config(bootstrap, **{
             "enable.idempotence": True,
             "acks": "all",
+            # A record is retried (in order, without duplicates: idempotence) for up to 5 minutes,
+            # which rides out a leader election (seconds) when a broker of a cluster dies.
+            "message.timeout.ms": 300_000,
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,

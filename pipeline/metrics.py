@@ -272,7 +272,11 @@ class KafkaLagCollector(_KafkaCollector):
     def _committed(self) -> dict[tuple[str, str], dict[int, int]]:
         from confluent_kafka import ConsumerGroupTopicPartitions
 
-        groups = self._admin.list_consumer_groups(request_timeout=self.timeout_s).result(self.timeout_s)
+        # ListGroups asks every broker; one that is down never answers, so its part of the
+        # request times out early and the groups the live brokers coordinate are still listed.
+        groups = self._admin.list_consumer_groups(request_timeout=self.timeout_s / 2).result(self.timeout_s)
+        if groups.errors:
+            log.debug("some brokers did not list their consumer groups: %s", groups.errors)
         out: dict[tuple[str, str], dict[int, int]] = {}
         for listing in groups.valid:
             if listing.group_id == "energy-lag-exporter":

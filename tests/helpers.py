@@ -37,12 +37,13 @@ def wait_for(what: str, check, timeout_s: float, every_s: float = 3.0):
 def isolated_stack(tmp_path, **overrides) -> Settings:
     """Settings for a whole local stack of its own: every port free, every file under tmp_path."""
     var = tmp_path / "var"
-    return dataclasses.replace(
-        Settings(), bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+    values = dict(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
         var_dir=str(var), checkpoint_root=str(var / "checkpoints"), producer_metrics_port=free_port(),
         stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
         alertmanager_port=free_port(), view_port=free_port(), spark_ui_port=free_port(),
-        history_root=str(var / "history"), history_metrics_port=free_port(), **overrides)
+        history_root=str(var / "history"), history_metrics_port=free_port())
+    return dataclasses.replace(Settings(), **{**values, **overrides})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

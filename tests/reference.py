@@ -49,3 +49,11 @@ class Expectation:
     def alerts(self) -> dict[tuple[str, str, str], Decimal]:
         return {(h, iso(s), iso(s + self.window_s)): total for (h, s), total in self.sums.items()
                 if total > self.threshold_kwh}
+
+
+def expected_windows(lines: list[str], rule) -> set[tuple[str, str, str]]:
+    """(household, window start, window end) of every alert that valid CSV `lines`, read in one
+    batch, make under `rule` (a pipeline Rule: only its numbers are used)."""
+    model = Expectation(rule.window_s, rule.slide_s, Decimal(str(rule.threshold_kwh)), rule.watermark_s)
+    model.batch([tuple(line.split(",")) for line in lines])
+    return set(model.alerts())

@@ -21,7 +21,7 @@ from helpers import dashboard_queries, free_port, isolated_stack, prom_query, ru
 from pipeline.kafka_io import ReadingProducer, client_config, read_topic, topic_end_offsets
 from pipeline.simulator import Simulator
 from pipeline.stack import running_pid
-from test_history import expected_windows
+from reference import expected_windows
 
 pytestmark = [pytest.mark.cluster]
 

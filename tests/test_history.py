@@ -18,7 +18,7 @@ from pipeline.archiver import parse_reading
 from pipeline.history import HistoryStore
 from pipeline.kafka_io import ReadingProducer
 from pipeline.simulator import Simulator
-from reference import Expectation
+from reference import expected_windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -37,12 +37,6 @@ def history(settings, *args: str) -> list[dict]:
 def stored_ids(settings) -> list[str]:
     """The history's alert ids, read in this process (polling the CLI would cost a process each)."""
     return list(HistoryStore(settings.history_root).alerts().alert_id)
-
-
-def expected_windows(lines: list[str], rule) -> set[tuple[str, str, str]]:
-    model = Expectation(rule.window_s, rule.slide_s, Decimal(str(rule.threshold_kwh)), rule.watermark_s)
-    model.batch([tuple(line.split(",")) for line in lines])
-    return set(model.alerts())
 
 
 def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp_path):
