@@ -78,6 +78,8 @@ class RunTotals:
     alerts: int = 0
     late_readings: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    readings: int = 0  # records read from Kafka (query progress)
+    seconds: float = 0.0  # from the query's start to its end
 
     def add(self, counts: BatchCounts) -> None:
         self.batches += 1
@@ -86,15 +88,20 @@ class RunTotals:
         for reason, n in counts.invalid_by_reason.items():
             self.invalid_by_reason[reason] = self.invalid_by_reason.get(reason, 0) + n
 
+    def add_progress(self, progress: dict) -> None:
+        self.readings += int(progress.get("numInputRows") or 0)
+
     def summary(self) -> str:
         invalid = sum(self.invalid_by_reason.values())
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.invalid_by_reason.items()))
-        return (f"batches {self.batches}, alerts {self.alerts}, late readings dropped "
-                f"{self.late_readings}, invalid readings {invalid}" + (f" ({reasons})" if reasons else ""))
+        rate = f" ({self.readings / self.seconds:,.0f}/s)" if self.seconds > 0 else ""
+        return (f"batches {self.batches}, readings {self.readings} in {self.seconds:.1f} s{rate}, alerts "
+                f"{self.alerts}, late readings dropped {self.late_readings}, invalid readings {invalid}"
+                + (f" ({reasons})" if reasons else ""))
 
 
-def attach_metrics(spark, metrics: StreamMetrics) -> None:
-    """Feed `metrics` from the query's progress events."""
+def attach_listener(spark, on_progress: Callable[[dict], None], on_idle: Callable[[], None]) -> None:
+    """Hand the query's progress reports (and idle notices) to the run's observers."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     class ProgressListener(StreamingQueryListener):
@@ -102,10 +109,10 @@ def attach_metrics(spark, metrics: StreamMetrics) -> None:
             log.info("query started (id %s)", event.id)
 
         def onQueryProgress(self, event) -> None:
-            metrics.observe_progress(json.loads(event.progress.json))
+            on_progress(json.loads(event.progress.json))
 
         def onQueryIdle(self, event) -> None:
-            metrics.last_progress.set(time.time())  # alive and polling, just nothing new
+            on_idle()
 
         def onQueryTerminated(self, event) -> None:
             log.info("query terminated%s", f": {event.exception}" if event.exception else "")
@@ -171,21 +178,28 @@ def run(settings: Settings, once: bool) -> RunTotals:
     spark = spark_session(settings)
     totals = RunTotals()
     observers: list[Callable[[BatchCounts], None]] = [log_batch, totals.add]
+    progress_observers: list[Callable[[dict], None]] = [totals.add_progress]
+    idle_observers: list[Callable[[], None]] = []
     if settings.stream_metrics_port:
         registry = CollectorRegistry()
         metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s,
                                 settings.alert_latency_slo_seconds, tuple(MODES), REASONS)
-        attach_metrics(spark, metrics)
         serve(registry, settings.metrics_host, settings.stream_metrics_port)
         observers.append(metrics.observe_batch)
+        progress_observers.append(metrics.observe_progress)
+        idle_observers.append(lambda: metrics.last_progress.set(time.time()))  # alive, nothing new
+    attach_listener(spark, lambda p: [observe(p) for observe in progress_observers],
+                    lambda: [observe() for observe in idle_observers])
 
     def on_batch(counts: BatchCounts) -> None:
         for observe in observers:
             observe(counts)
 
     try:
+        started = time.monotonic()
         query = start_query(spark, settings, once, on_batch)
         _wait_or_stop(query)
+        totals.seconds = time.monotonic() - started
         failure = query.exception()
     finally:
         spark.stop()  # drains the listener bus while this process can still answer its callbacks

@@ -25,6 +25,8 @@ def test_conformance_case(make_settings, mode):
         assert "failed 0" in out
         summary = run_cli(settings, "stream", "--once").stdout
         late += int(re.search(r"late readings dropped (\d+)", summary).group(1))
+        published = re.search(r"published (\d+)", out).group(1)
+        assert re.search(rf"readings {published} in \d+\.\d s \([\d,]+/s\)", summary), summary
 
     alerts = records(settings, settings.alerts_topic)
     ids_by_window = defaultdict(set)
