@@ -7,8 +7,9 @@
 #     arguments / image names; Kafka and the app images are built from the repo as usual.
 # Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
 #
-# usage: scripts/compose-local.sh daemon|prepare|up|down|ps|logs [SERVICE]|config|... (other words go
-# to docker-compose). `prepare` makes the engine, base images and jars ready and prints the env
+# usage: scripts/compose-local.sh [cluster] daemon|prepare|up|down|ps|logs [SERVICE]|config|... (other
+# words go to docker-compose). `cluster` first: the cluster variant (docker-compose.cluster.yml over
+# docker-compose.yml: 3 brokers, 2 Spark workers) as its own project, with volumes of its own. `prepare` makes the engine, base images and jars ready and prints the env
 # file to pass to docker-compose (the compose test runs the stack itself through pytest-docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,14 @@ ROOT=$PWD
 CACHE=$ROOT/.cache/docker
 VAR=$ROOT/var/compose
 PROJECT=${COMPOSE_PROJECT:-energy-monitor}
-SERVICES=(kafka spark-master spark-worker producer stream exporter view prometheus alertmanager)
+SERVICES=(kafka spark-master spark-worker producer stream exporter archiver view prometheus alertmanager)
+FILES=(-f docker-compose.yml)
+if [ "${1:-}" = cluster ]; then
+  shift
+  FILES+=(-f docker-compose.cluster.yml)
+  PROJECT=${COMPOSE_PROJECT:-energy-monitor-cluster}
+  SERVICES+=(kafka-2 kafka-3 spark-worker-2)
+fi
 say() { echo "==> compose-local: $*"; }
 
 ensure_docker() {
@@ -79,7 +87,7 @@ VARS
   echo "$VAR/env"
 }
 
-compose() { docker-compose -p "$PROJECT" --env-file "$(env_file)" "$@"; }
+compose() { docker-compose -p "$PROJECT" "${FILES[@]}" --env-file "$(env_file)" "$@"; }
 
 prepare() {
   ensure_docker
