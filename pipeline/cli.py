@@ -132,7 +132,12 @@ def cmd_exporter(settings: Settings, _args) -> int:
         dirs["history"] = settings.history_root
     registry.register(DataDirCollector(dirs))
     receiver_gauge(registry, bool(settings.alert_webhook_url))
-    registry.register(StreamLagCollector(settings.bootstrap_servers, settings.checkpoint_dir()))
+    checkpoint = settings.checkpoint_dir()
+    if isinstance(checkpoint, Path):
+        registry.register(StreamLagCollector(settings.bootstrap_servers, checkpoint))
+    else:  # the job's own energy_stream_offsets_behind_latest still reports its backlog
+        log.warning("CHECKPOINT_ROOT is %s: per-partition stream lag needs a local or mounted folder",
+                    settings.checkpoint_root)
     serve(registry, settings.metrics_host, settings.exporter_port)
     print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
     try:

@@ -273,7 +273,7 @@ class Settings:
         job accepts, the other half left for clock differences between hosts."""
         return self.future_skew_s // 2
 
-    def checkpoint_dir(self) -> Path:
+    def checkpoint_dir(self) -> Path | str:
         """A checkpoint per everything that shapes the job's state, so a mode or rule switch
         starts a fresh state of its own and switching back resumes the old one."""
         rule = self.rule
@@ -282,7 +282,10 @@ class Settings:
             self.state_buckets, self.shuffle_partitions, self.readings_topic, self.alerts_topic,
             self.dlq_topic))
         digest = hashlib.sha256(shape.encode()).hexdigest()[:10]
-        return Path(self.checkpoint_root) / f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
+        name = f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
+        if "://" in self.checkpoint_root:  # s3a://, hdfs://: Spark's storage, not a local folder
+            return f"{self.checkpoint_root.rstrip('/')}/{name}"
+        return Path(self.checkpoint_root) / name
 
     def to_env(self) -> dict[str, str]:
         """The variables that make `load_settings` in another process build exactly these."""

@@ -121,7 +121,7 @@ def attach_listener(spark, on_progress: Callable[[dict], None], on_idle: Callabl
 
 
 def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[BatchCounts], None] = log_batch,
-                checkpoint: Path | None = None):
+                checkpoint: Path | str | None = None):
     """Start the job's query; `checkpoint` defaults to the one of the settings' rule."""
     checkpoint = checkpoint or settings.checkpoint_dir()
     rule = settings.rule
@@ -129,7 +129,8 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
              rule.description, rule.mode, rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s)
     log.info("checkpoint %s (a new one starts from %s offsets, at most %d readings per batch)",
              checkpoint, settings.starting_offsets, settings.max_offsets_per_trigger)
-    checkpoint.mkdir(parents=True, exist_ok=True)
+    if isinstance(checkpoint, Path):
+        checkpoint.mkdir(parents=True, exist_ok=True)
     writer = (build_stream(spark, settings).writeStream
               .queryName(f"energy-alerts-{rule.mode}")
               .foreachBatch(make_sink(settings, on_batch))

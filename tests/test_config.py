@@ -30,6 +30,11 @@ def test_source_topic_alias():
     ({"HOUSEHOLDS": "many"}, "HOUSEHOLDS"),
     ({"HOUSEHOLDS": "0"}, "HOUSEHOLDS"),
     ({"WATERMARK_DELAY": "ten minutes"}, "WATERMARK_DELAY"),
+    ({"REPLICATION_FACTOR": "2", "MIN_INSYNC_REPLICAS": "3"}, "MIN_INSYNC_REPLICAS"),
+    ({"KAFKA_BROKERS": "3"}, "KAFKA_BROKERS"),
+    ({"KAFKA_BROKERS": "0"}, "KAFKA_BROKERS"),
+    ({"BOOTSTRAP_SERVERS": "kafka-1,kafka-2:9092"}, "BOOTSTRAP_SERVERS"),
+    ({"ALERTS_PARTITIONS": "0"}, "ALERTS_PARTITIONS"),
 ])
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(ConfigError, match=names):
@@ -43,6 +48,26 @@ def test_checkpoint_follows_everything_that_shapes_state():
         {"RUN_MODE": "prod"}, {"THRESHOLD_KWH": "0.06"}, {"WATERMARK_DELAY": "5 minutes"},
         {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
     assert len({demo.checkpoint_dir(), *others}) == 7
+
+
+def test_replication_is_derived_from_the_cluster_unless_set():
+    from pipeline.kafka_io import replication_for
+
+    assert replication_for(1) == (1, 1)
+    assert replication_for(2) == (2, 1)
+    assert replication_for(3) == (3, 2)
+    assert replication_for(5) == (3, 2)
+    assert replication_for(5, replication_factor=5) == (5, 4)
+    assert replication_for(3, 3, 3) == (3, 3)
+    settings = load_settings({"REPLICATION_FACTOR": "3", "MIN_INSYNC_REPLICAS": "2", "ALERTS_PARTITIONS": "3",
+                              "KAFKA_BROKERS": "3", "BOOTSTRAP_SERVERS": "a:1,b:2,c:3"})
+    assert settings.topic_replication == {"replication_factor": 3, "min_insync_replicas": 2}
+    assert settings.topics[settings.alerts_topic] == 3 and settings.bootstrap_list == ["a:1", "b:2", "c:3"]
+
+
+def test_a_checkpoint_root_uri_stays_a_uri():
+    checkpoint = load_settings({"CHECKPOINT_ROOT": "s3a://bucket/checkpoints/"}).checkpoint_dir()
+    assert isinstance(checkpoint, str) and checkpoint.startswith("s3a://bucket/checkpoints/demo-")
 
 
 def test_relative_paths_are_from_the_repository(tmp_path):
