@@ -23,13 +23,14 @@ pytestmark = [pytest.mark.compose]
 HOST_KAFKA = "127.0.0.1:9092"
 
 
-def compose_config(tmp_path, **overrides) -> dict:
+def compose_config(tmp_path, *extra_files: str, **overrides) -> dict:
     env = (ROOT / ".env.example").read_text()
     for name, value in overrides.items():
         env = re.sub(rf"^{name}=.*$", f"{name}={value}", env, flags=re.M)
     (tmp_path / "env").write_text(env)
-    result = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "env"), "-f",
-                             str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True)
+    files = [arg for name in ("docker-compose.yml", *extra_files) for arg in ("-f", str(ROOT / name))]
+    result = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "env"), *files, "config"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
     return yaml.safe_load(result.stdout)
@@ -56,6 +57,26 @@ def test_config_is_clean_and_publishes_only_on_loopback(tmp_path, mode):
     for name in ("producer", "stream", "exporter", "view", "spark-worker"):
         assert config["services"][name]["environment"]["RUN_MODE"] == mode
     assert config["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+@needs_compose
+def test_cluster_variant_has_three_brokers_two_workers_and_bootstrap_lists(tmp_path):
+    config = compose_config(tmp_path, "docker-compose.cluster.yml")
+    services = config["services"]
+    brokers = {name: services[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")}
+    assert sorted(env["KAFKA_CFG_NODE_ID"] for env in brokers.values()) == ["1", "2", "3"]
+    assert {env["KAFKA_CFG_CONTROLLER_QUORUM_VOTERS"] for env in brokers.values()} == {
+        "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert all(env["KAFKA_CFG_MIN_INSYNC_REPLICAS"] == "2" and env["KAFKA_CFG_DEFAULT_REPLICATION_FACTOR"] == "3"
+               and env["KAFKA_CFG_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false" for env in brokers.values())
+    for name in ("producer", "stream", "exporter", "archiver", "view", "spark-worker", "spark-worker-2"):
+        assert services[name]["environment"]["BOOTSTRAP_SERVERS"] == "kafka:29092,kafka-2:29092,kafka-3:29092", name
+    assert {"kafka-2", "kafka-3", "spark-worker-2"} <= set(services["stream"]["depends_on"])
+    assert "checkpoints" in " ".join(str(v) for v in services["spark-worker-2"]["volumes"])
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            text = port if isinstance(port, str) else f"{port.get('host_ip', '0.0.0.0')}:{port['published']}"
+            assert text.startswith("127.0.0.1:"), f"{name} publishes {text}"
 
 
 def docker_running() -> bool:
