@@ -106,9 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print("starting the compose cluster (3 brokers, master, 2 workers of 1 core)", flush=True)
-    subprocess.run([str(ROOT / "scripts" / "compose-local.sh"), "prepare"], check=True, stdout=subprocess.DEVNULL)
-    compose("build", capture=True)
-    compose("up", "-d", *INFRA, capture=True)
+    compose("up", *INFRA, capture=True)  # prepares the engine and images, builds, starts these only
     try:
         wait("3 live brokers", lambda: live_brokers(HOST_BOOTSTRAP) == 3, 300)
         topic = f"scale_readings_{uuid.uuid4().hex[:8]}"

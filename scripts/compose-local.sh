@@ -7,7 +7,7 @@
 #     arguments / image names; Kafka and the app images are built from the repo as usual.
 # Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
 #
-# usage: scripts/compose-local.sh [cluster] daemon|prepare|up|down|ps|logs [SERVICE]|config|... (other
+# usage: scripts/compose-local.sh [cluster] daemon|prepare|up [SERVICE…]|down|ps|logs [SERVICE]|config|... (other
 # words go to docker-compose). `cluster` first: the cluster variant (docker-compose.cluster.yml over
 # docker-compose.yml: 3 brokers, 2 Spark workers) as its own project, with volumes of its own. `prepare` makes the engine, base images and jars ready and prints the env
 # file to pass to docker-compose (the compose test runs the stack itself through pytest-docker).
@@ -99,12 +99,15 @@ prepare() {
 case "${1:-up}" in
   prepare) prepare >&2; env_file ;;
   up)
+    shift
+    targets=("$@")
+    [ ${#targets[@]} -gt 0 ] || targets=("${SERVICES[@]}")
     prepare
-    say "building and starting ${SERVICES[*]}"
+    say "building and starting ${targets[*]}"
     compose build
     # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.
     docker image prune -f >/dev/null
-    compose up -d "${SERVICES[@]}"
+    compose up -d "${targets[@]}"
     compose ps
     ;;
   daemon) ensure_docker ;;
