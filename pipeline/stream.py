@@ -34,15 +34,16 @@ OUTPUT_COLUMNS = [spec.split()[0] for spec in OUTPUT_SCHEMA.split(", ")]
 STATE_SCHEMA = "panes binary, alerted binary"
 SINK_ATTEMPTS = 5
 # Kafka client timeouts of the job's source and sink. A broker that dies without closing its
-# connections (a lost host or container) is only noticed through timeouts: with the clients'
-# defaults (30 s per request, connection set-up up to 30 s) one batch stalled for 84 s when a
-# compose broker was killed; these bound the stall to seconds, then the clients move on to the
-# partitions' new leaders.
+# connections (a lost host or container) is only noticed through timeouts. With the clients'
+# defaults one batch stalled 84-95 s when a compose broker was killed, most of it the driver's
+# offset lookup waiting out the admin client's 60 s API timeout before its retry went to the new
+# leader; these bound each wait to seconds.
 KAFKA_FAILOVER_OPTIONS = {
     "kafka.request.timeout.ms": "10000",
     "kafka.socket.connection.setup.timeout.ms": "2000",
     "kafka.socket.connection.setup.timeout.max.ms": "5000",
 }
+SOURCE_FAILOVER_OPTIONS = {**KAFKA_FAILOVER_OPTIONS, "kafka.default.api.timeout.ms": "15000"}
 
 
 def read_readings(spark, settings: Settings):
@@ -51,7 +52,7 @@ def read_readings(spark, settings: Settings):
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.bootstrap_servers)
               .option("subscribe", settings.readings_topic)
-              .options(**KAFKA_FAILOVER_OPTIONS)
+              .options(**SOURCE_FAILOVER_OPTIONS)
               .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
               # Records deleted by retention before we read them are gone either way; say so
               # in the log instead of stopping the job.
