@@ -43,7 +43,14 @@ KAFKA_FAILOVER_OPTIONS = {
     "kafka.socket.connection.setup.timeout.ms": "2000",
     "kafka.socket.connection.setup.timeout.max.ms": "5000",
 }
-SOURCE_FAILOVER_OPTIONS = {**KAFKA_FAILOVER_OPTIONS, "kafka.default.api.timeout.ms": "15000"}
+SOURCE_OPTIONS = {
+    **KAFKA_FAILOVER_OPTIONS,
+    "kafka.default.api.timeout.ms": "15000",
+    # Each read task's fetch waited out the broker's default 500 ms although its records were
+    # there (Spark's log: "read 12 records through 1 polls, taking 512 ms"): a batch of 1,000
+    # readings took 2.3 s, 1.4 s with this (median of 33 live demo batches, same machine).
+    "kafka.fetch.max.wait.ms": "20",
+}
 
 
 def read_readings(spark, settings: Settings):
@@ -52,7 +59,7 @@ def read_readings(spark, settings: Settings):
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.bootstrap_servers)
               .option("subscribe", settings.readings_topic)
-              .options(**SOURCE_FAILOVER_OPTIONS)
+              .options(**SOURCE_OPTIONS)
               .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
               # Records deleted by retention before we read them are gone either way; say so
               # in the log instead of stopping the job.
