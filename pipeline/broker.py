@@ -168,20 +168,6 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def is_ready(bootstrap: str) -> bool:
-    """The broker answers a metadata request. The port is checked first, so a broker that is
-    still starting costs no client connection (and no librdkafka 'Connection refused' lines)."""
-    from .kafka_io import BrokerUnavailable, ensure_topics
-
-    if not any(port_open(*host_port(a)) for a in bootstrap.split(",")):
-        return False
-    try:
-        ensure_topics(bootstrap, {}, timeout_s=2.0)
-        return True
-    except BrokerUnavailable:
-        return False
-
-
 def start(data_dir: Path, port: int, controller_port: int, timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
     """Run a single broker on 127.0.0.1:port with its data and log (`broker.log`) in data_dir,
     and wait until it answers. Returns the process and its bootstrap address."""

@@ -301,8 +301,11 @@ class KafkaBrokerCollector(Collector):
     cluster, so registered and not fenced), the partitions it leads with fewer in-sync replicas
     than replicas (Kafka's own UnderReplicatedPartitions), and partitions without a leader.
 
-    A broker is named by its address. The bootstrap list's addresses are always reported, so
-    one that is down at the exporter's start still shows as 0; others are remembered once seen.
+    A broker is named by its advertised address. The bootstrap list's addresses are reported
+    from the start, so one that is down when the exporter starts still shows as 0; but once the
+    cluster lists at least as many brokers as that list has addresses, those it does not list
+    are other names for them (a load balancer, `localhost` for 127.0.0.1) and are dropped, so
+    they never read as a broker that is down. Brokers are remembered once seen.
     """
 
     MAX_BROKERS = 256
@@ -312,6 +315,8 @@ class KafkaBrokerCollector(Collector):
 
         self.timeout_s = timeout_s
         self._known = [a.strip() for a in bootstrap.split(",") if a.strip()]
+        self._unconfirmed = set(self._known)  # bootstrap addresses the cluster has not listed yet
+        self._bootstrap_count = len(self._known)
         self._admin = AdminClient(kafka_io.client_config(bootstrap))
         self._lock = threading.Lock()
 
@@ -332,9 +337,7 @@ class KafkaBrokerCollector(Collector):
                 log.warning("cannot read the Kafka cluster's metadata: %s", exc)
                 metadata = None
             live = {} if metadata is None else {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()}
-            for address in live.values():
-                if address not in self._known and len(self._known) < self.MAX_BROKERS:
-                    self._known.append(address)
+            self._learn(set(live.values()))
             led = {address: 0 for address in self._known}
             leaderless = 0
             for topic in ([] if metadata is None else metadata.topics.values()):
@@ -350,6 +353,15 @@ class KafkaBrokerCollector(Collector):
             offline.add_metric([], leaderless)
             yield offline
         yield from (up, under)
+
+    def _learn(self, listed: set[str]) -> None:
+        self._unconfirmed -= listed
+        if self._unconfirmed and len(listed) >= self._bootstrap_count:
+            self._known = [a for a in self._known if a not in self._unconfirmed]
+            self._unconfirmed = set()
+        for address in sorted(listed - set(self._known)):
+            if len(self._known) < self.MAX_BROKERS:
+                self._known.append(address)
 
 
 class DataDirCollector(Collector):

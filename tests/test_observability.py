@@ -11,6 +11,7 @@ import pytest
 
 from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, wait_for
 from pipeline.history import AlertQuery, HistoryStore
+from pipeline.metrics import KafkaBrokerCollector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -86,3 +87,22 @@ def test_metrics_dashboards_and_paging(tmp_path):
     finally:
         run_cli(settings, "down", timeout=180, check=False)
         webhook.server.shutdown()
+
+
+def broker_samples(bootstrap: str) -> dict:
+    collector = KafkaBrokerCollector(bootstrap)
+    return {(s.name, s.labels.get("broker")): s.value for family in collector.collect() for s in family.samples}
+
+
+def test_brokers_are_named_by_their_advertised_address_and_a_silent_one_reads_down(kafka):
+    port = kafka.rsplit(":", 1)[1]
+    # `localhost` is another name for the broker advertised as 127.0.0.1: it is no second broker.
+    by_alias = broker_samples(f"localhost:{port}")
+    assert by_alias == {("energy_kafka_offline_partitions", None): 0,
+                        ("energy_kafka_broker_up", f"127.0.0.1:{port}"): 1,
+                        ("energy_kafka_broker_under_replicated_partitions", f"127.0.0.1:{port}"): 0}
+    # A bootstrap address nothing answers on, beside the live broker: a broker down at the start.
+    silent = f"127.0.0.1:{free_port()}"
+    with_silent = broker_samples(f"{kafka},{silent}")
+    assert with_silent[("energy_kafka_broker_up", kafka)] == 1
+    assert with_silent[("energy_kafka_broker_up", silent)] == 0
