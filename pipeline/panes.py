@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 # pyspark's Arrow serializer (in every Python worker) concatenates the frames the state
 # function returns, and pandas 2.2 warns about their all-null columns on every batch. This
@@ -28,60 +27,56 @@ import pyarrow as pa
 warnings.filterwarnings("ignore", category=FutureWarning,
                         message="The behavior of DataFrame concatenation with empty or all-NA entries")
 
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+HOUSEHOLD_DIGITS_SHIFT = 40  # 10**12 (the most digits an id has) < 2**40
+
+
+def household_code(household_id: str) -> int:
+    """`H<digits>` as one integer that keeps leading zeros: digit count << 40 | value. The job
+    computes the same in Spark (stream.household_code) so only integers cross into Python."""
+    digits = household_id[1:]
+    return (len(digits) << HOUSEHOLD_DIGITS_SHIFT) | int(digits)
+
+
+def household_id(code: int) -> str:
+    width = int(code) >> HOUSEHOLD_DIGITS_SHIFT
+    return "H" + str(int(code) & ((1 << HOUSEHOLD_DIGITS_SHIFT) - 1)).zfill(width)
 
 
 @dataclass(frozen=True)
 class PaneState:
-    households: np.ndarray  # object, one entry per (household, pane)
-    panes: np.ndarray  # int64 pane index: epoch seconds // slide
-    units: np.ndarray  # int64 energy in the pane
-    alerted_households: np.ndarray  # object
-    alerted_starts: np.ndarray  # int64 pane index of each alerted window's start
+    """A bucket's state as int64 arrays; households are household_code() values."""
+
+    households: np.ndarray  # one entry per (household, pane)
+    panes: np.ndarray  # pane index: epoch seconds // slide
+    units: np.ndarray  # energy in the pane
+    alerted_households: np.ndarray
+    alerted_starts: np.ndarray  # pane index of each alerted window's start
 
     @classmethod
     def empty(cls) -> "PaneState":
-        none = np.array([], dtype=object)
         zero = np.array([], dtype=np.int64)
-        return cls(none, zero, zero, none, zero)
+        return cls(zero, zero, zero, zero, zero)
 
     def is_empty(self) -> bool:
         return len(self.panes) == 0 and len(self.alerted_starts) == 0
 
     def to_bytes(self) -> tuple[bytes, bytes]:
-        return (
-            _table_bytes({"h": self.households, "p": self.panes, "u": self.units}),
-            _table_bytes({"h": self.alerted_households, "s": self.alerted_starts}),
-        )
+        """Raw int64 columns back to back: no encoding to pay on either side (Spark's state
+        store compresses what it writes)."""
+        return (np.concatenate([self.households, self.panes, self.units]).astype(np.int64).tobytes(),
+                np.concatenate([self.alerted_households, self.alerted_starts]).astype(np.int64).tobytes())
 
     @classmethod
     def from_bytes(cls, panes_blob: bytes, alerted_blob: bytes) -> "PaneState":
-        panes = _bytes_table(panes_blob)
-        alerted = _bytes_table(alerted_blob)
-        return cls(panes["h"], panes["p"], panes["u"], alerted["h"], alerted["s"])
-
-
-def _table_bytes(columns: dict[str, np.ndarray]) -> bytes:
-    arrays = {name: pa.array(values, type=pa.string() if values.dtype == object else pa.int64())
-              for name, values in columns.items()}
-    table = pa.table(arrays)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _bytes_table(blob: bytes) -> dict[str, np.ndarray]:
-    table = pa.ipc.open_stream(blob).read_all()
-    return {name: table.column(name).to_numpy(zero_copy_only=False).astype(
-        object if pa.types.is_string(table.column(name).type) else np.int64)
-        for name in table.column_names}
+        h, p, u = np.frombuffer(panes_blob, dtype=np.int64).reshape(3, -1)
+        ah, s = np.frombuffer(alerted_blob, dtype=np.int64).reshape(2, -1)
+        return cls(h, p, u, ah, s)
 
 
 @dataclass(frozen=True)
 class StepResult:
     state: PaneState
-    alerts: pd.DataFrame  # household_id, start_pane, units, crossed_ms
+    alerts: pd.DataFrame  # household (code), start_pane, units, crossed_ms
     late_readings: int
 
 
@@ -96,7 +91,7 @@ class _Keys:
     panes by household then time. The margin of k on both sides keeps a window's range
     [s, s+k) inside its own household's key range."""
 
-    names: pd.Index  # household of each code
+    names: np.ndarray  # household of each code
     base: int
     span: int
 
@@ -104,7 +99,7 @@ class _Keys:
         return codes.astype(np.int64) * self.span + (panes - self.base)
 
     def households(self, keys: np.ndarray) -> np.ndarray:
-        return np.asarray(self.names[keys // self.span], dtype=object)
+        return self.names[keys // self.span]
 
     def panes(self, keys: np.ndarray) -> np.ndarray:
         return (keys % self.span) + self.base
@@ -128,6 +123,7 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     if len(all_panes) == 0:
         return StepResult(state, _no_alerts(), late)
     codes, names = pd.factorize(np.concatenate([state.households, households, state.alerted_households]))
+    names = np.asarray(names)
     n_state, n_batch = len(state.households), len(households)
     base = int(all_panes.min()) - k
     keys = _Keys(names, base, int(all_panes.max()) - base + k + 1)
@@ -151,7 +147,7 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     alerted = alerted[keys.panes(alerted) >= min_open]
     new_state = PaneState(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
                           sums.to_numpy(dtype=np.int64)[keep_panes], keys.households(alerted), keys.panes(alerted))
-    alerts = pd.DataFrame({"household_id": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
+    alerts = pd.DataFrame({"household": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
                            "units": window_units[fires],
                            "crossed_ms": _newest_in_window(batch_keys, record_ms, fired_keys, k)})
     return StepResult(new_state, alerts, late)
@@ -193,7 +189,7 @@ def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:
 
 
 def _no_alerts() -> pd.DataFrame:
-    return pd.DataFrame({"household_id": pd.Series([], dtype=object),
+    return pd.DataFrame({"household": pd.Series([], dtype=np.int64),
                          "start_pane": pd.Series([], dtype=np.int64),
                          "units": pd.Series([], dtype=np.int64),
                          "crossed_ms": pd.Series([], dtype=np.int64)})

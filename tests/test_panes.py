@@ -7,7 +7,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pipeline.panes import PaneState, advance
+from pipeline.panes import PaneState, advance, household_code, household_id
 from reference import Expectation, iso
 
 UNITS = 1_000_000_000
@@ -18,15 +18,15 @@ def run_batches(batches, window_s, slide_s, threshold, watermark_s):
     state, watermark_ms, max_event = PaneState.empty(), 0, None
     fired, late = [], 0
     for batch in batches:
-        households = np.array([h for _, h, _ in batch], dtype=object)
+        households = np.array([household_code(h) for _, h, _ in batch], dtype=np.int64)
         seconds = np.array([t for t, _, _ in batch], dtype=np.int64)
         units = np.array([round(Decimal(k) * UNITS) for _, _, k in batch], dtype=np.int64)
         result = advance(state, households, seconds // slide_s, units, watermark_ms, slide_s,
                          window_s // slide_s, round(Decimal(threshold) * UNITS))
         state = PaneState.from_bytes(*result.state.to_bytes())  # as Spark stores it
         late += result.late_readings
-        for h, p, u in zip(result.alerts.household_id, result.alerts.start_pane, result.alerts.units):
-            fired.append(((h, iso(int(p) * slide_s), iso(int(p) * slide_s + window_s)), Decimal(int(u)) / UNITS))
+        for h, p, u in zip(result.alerts.household, result.alerts.start_pane, result.alerts.units):
+            fired.append(((household_id(h), iso(int(p) * slide_s), iso(int(p) * slide_s + window_s)), Decimal(int(u)) / UNITS))
         if batch:
             max_event = max([max_event or 0] + [t for t, _, _ in batch])
             watermark_ms = max(watermark_ms, (max_event - watermark_s) * 1000)
@@ -79,7 +79,7 @@ def test_state_keeps_only_open_windows():
     t = 1_767_225_600
     batches = [[(t, "H001", "0.1")], [(t + 3600, "H002", "0.01")], [(t + 3601, "H002", "0.01")]]
     _, _, state = run_batches(batches, 60, 15, "0.05", 600)
-    assert set(state.households) == {"H002"}
+    assert set(state.households) == {household_code("H002")}
     assert set(state.alerted_households) == set()
 
 
@@ -96,10 +96,19 @@ def test_window_starts_are_every_window_that_contains_a_touched_pane(seed):
 
 def test_alert_carries_the_newest_record_time_of_its_window_in_the_batch():
     # H1: 30 + 30 at panes 1 and 2 (record times 1 s, 2 s), 25 at pane 5 (9 s); H2 never crosses.
-    households = np.array(["H1", "H1", "H1", "H2"], dtype=object)
+    households = np.array([1, 1, 1, 2])
     panes = np.array([1, 2, 5, 1])
     units = np.array([30, 30, 25, 1]) * 1_000_000
     record_ms = np.array([1000, 2000, 9000, 5000])
     result = advance(PaneState.empty(), households, panes, units, 0, 15, 4, 50_000_000, record_ms)
     crossed = dict(zip(result.alerts.start_pane, result.alerts.crossed_ms))
     assert crossed == {-1: 2000, 0: 2000, 1: 2000, 2: 9000}
+
+
+@pytest.mark.parametrize("text", ["H000", "H001", "H123", "H0000000", "H999999999999", "H000000000001", "H1000"])
+def test_household_code_round_trips_and_keeps_leading_zeros(text):
+    assert household_id(household_code(text)) == text
+
+
+def test_household_codes_differ_by_leading_zeros():
+    assert len({household_code(t) for t in ("H001", "H0001", "H00001", "H000000000001")}) == 4
