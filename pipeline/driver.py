@@ -58,7 +58,8 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
                .config("spark.ui.prometheus.enabled", "true")
                .config("spark.driver.bindAddress", settings.spark_bind_address)
                .config("spark.driver.host", settings.spark_driver_host)
-               .config("spark.sql.adaptive.enabled", "false"))
+               .config("spark.sql.adaptive.enabled", "false")
+               .config("spark.python.daemon.module", "pipeline.worker_daemon"))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

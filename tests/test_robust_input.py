@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -98,3 +99,43 @@ def test_a_new_checkpoint_starts_from_recent_readings(make_settings, spark, tmp_
     alerts = {(a["household_id"], a["window_start"], a["window_end"])
               for a in records(replay, replay.alerts_topic)}
     assert alerts == set(everything.alerts()) and len(alerts) > len(only_fresh.alerts())
+
+
+EDGE_TIMESTAMPS = ["2026-07-02T14:00:00Z", "2026-07-02T14:00:00+02:00", "2026-07-02T14:00:00-00:00",
+                   "2026-07-02T14:00:00+18:00", "2026-07-02T14:00:00+19:00", "2026-07-02T14:00:00+02:60",
+                   "2026-02-29T00:00:00Z", "2028-02-29T00:00:00Z", "2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z",
+                   "2026-07-02T24:00:00Z", "2026-07-02T23:60:00Z", "2026-07-02T23:59:60Z", "0000-01-01T00:00:00Z",
+                   "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "2099-12-31T23:59:59Z", "2100-01-01T00:00:00Z",
+                   "9999-12-31T23:59:59Z", "2026-07-02T14:00:00z", "2026-07-02 14:00:00Z", "2026-07-02T14:00:00.5Z"]
+EDGE_KWH = ["0", "0.", "0.0", ".5", "+0.5", "1e-3", "10", "10.0", "10.000000001", "9.999999999", "123456789012345678",
+            "1234567890123456789", "0.123456789012345678", "0.1234567890123456789", "00000000000000000.5", "-0",
+            "NaN", "0.0000000005", "0.0000000015"]
+EDGE_HOUSEHOLDS = ["H001", "H12", "H000000000000", "H1234567890123", "h001", "H00a"]
+
+
+def test_common_path_and_field_by_field_checks_agree(spark):
+    """The common-line shortcut gives every line the same reason and values as checking it
+    field by field, on the edges of each field's format and range."""
+    from pipeline.validate import parse_readings
+
+    now = int(time.time())
+    lines = [f"{ts},H001,0.5" for ts in EDGE_TIMESTAMPS] + [f"{iso(now - 60)},{h},0.5" for h in EDGE_HOUSEHOLDS]
+    lines += [f"{iso(now - 60)},H001,{kwh}" for kwh in EDGE_KWH]
+    lines += [f"{iso(now + 1800)},H001,0.5", f"{iso(now + 7200)},H001,0.5",  # within and beyond 1 h of skew
+              f"{iso(now)},H123456789012,123456789012345678.123456789012345678"]  # 72 bytes > 64
+    # Each line's Kafka time is its index: the key that pairs the two paths' rows.
+    raw = spark.createDataFrame([(line.encode(), "t", 0, i, datetime.fromtimestamp(i, timezone.utc))
+                                 for i, line in enumerate(lines)],
+                                "value binary, topic string, partition int, offset long, timestamp timestamp")
+
+    def parsed(common_path: bool) -> dict:
+        rows = parse_readings(raw, 10.0, 64, 3600, common_path=common_path).collect()
+        return {r.record_time: (r.reason, r.event_time, r.household_id, r.kwh_units,
+                                json.loads(r.dead_letter)["offset"] if r.dead_letter else None) for r in rows}
+
+    fast, precise = parsed(True), parsed(False)
+    assert len(fast) == len(lines)
+    assert fast == precise
+    reasons = {row[0] for row in fast.values()}
+    assert {None, "bad_timestamp", "future_timestamp", "bad_household_id", "bad_kwh", "kwh_out_of_range",
+            "too_long"} <= reasons, reasons  # the cases reach every branch of both paths
