@@ -399,8 +399,8 @@ def main() -> None:
                         default=[1_000, 10_000, 100_000], help="household counts of the sweep")
     parser.add_argument("--sweep-ticks", type=int, default=40, help="readings per household in the sweep")
     parser.add_argument("--live-prod-households", type=int, default=100_000)
-    parser.add_argument("--live-prod-backlog-ticks", type=int, default=100,
-                        help="ticks of history before the live prod run (100 = window + watermark)")
+    parser.add_argument("--live-prod-backlog-ticks", type=int, default=40,
+                        help="ticks of history before the live prod run (the steady state holds 100: window + watermark)")
     parser.add_argument("--live-prod-seconds", type=float, default=90.0)
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
     args = parser.parse_args()

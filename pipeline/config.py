@@ -167,7 +167,7 @@ class Settings:
     spark_master: str = "local[2]"
     spark_driver_host: str = "127.0.0.1"
     spark_bind_address: str = "127.0.0.1"
-    shuffle_partitions: int = 4
+    shuffle_partitions: int = 2
     state_buckets: int = 64
     trigger_interval: str = "1 second"
     spark_ui_port: int = 4040

@@ -61,16 +61,56 @@ class PaneState:
         return len(self.panes) == 0 and len(self.alerted_starts) == 0
 
     def to_bytes(self) -> tuple[bytes, bytes]:
-        """Raw int64 columns back to back: no encoding to pay on either side (Spark's state
-        store compresses what it writes)."""
-        return (np.concatenate([self.households, self.panes, self.units]).astype(np.int64).tobytes(),
+        """The pane table run-length encoded by household, with panes as offsets from the
+        smallest and each column in int32 where its values fit; the alerted windows as raw
+        int64. A live batch hands every touched bucket's state to Spark and back, so its size
+        is paid each batch (a third of raw int64 columns for 100 panes a household)."""
+        return (_encode_panes(self.households, self.panes, self.units),
                 np.concatenate([self.alerted_households, self.alerted_starts]).astype(np.int64).tobytes())
 
     @classmethod
     def from_bytes(cls, panes_blob: bytes, alerted_blob: bytes) -> "PaneState":
-        h, p, u = np.frombuffer(panes_blob, dtype=np.int64).reshape(3, -1)
+        h, p, u = _decode_panes(panes_blob)
         ah, s = np.frombuffer(alerted_blob, dtype=np.int64).reshape(2, -1)
         return cls(h, p, u, ah, s)
+
+
+# Header of an encoded pane table: rows, households, smallest pane, and whether the pane
+# offsets and the units are int64 (1) or int32 (0).
+_HEADER = 5
+
+
+def _narrow(values: np.ndarray) -> tuple[np.ndarray, int]:
+    if len(values) == 0 or (values.min() >= np.iinfo(np.int32).min and values.max() <= np.iinfo(np.int32).max):
+        return values.astype(np.int32), 0
+    return values.astype(np.int64), 1
+
+
+def _encode_panes(households: np.ndarray, panes: np.ndarray, units: np.ndarray) -> bytes:
+    """Rows of one household must be adjacent (advance() keeps them so)."""
+    starts = np.flatnonzero(np.concatenate([[True], households[1:] != households[:-1]])) if len(households) else (
+        np.array([], dtype=np.int64))
+    runs = np.diff(np.append(starts, len(households)))
+    base = int(panes.min()) if len(panes) else 0
+    offsets, wide_panes = _narrow(panes - base)
+    narrow_units, wide_units = _narrow(units)
+    header = np.array([len(panes), len(starts), base, wide_panes, wide_units], dtype=np.int64)
+    return b"".join([header.tobytes(), households[starts].astype(np.int64).tobytes(), runs.astype(np.int32).tobytes(),
+                     offsets.tobytes(), narrow_units.tobytes()])
+
+
+def _decode_panes(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, n_households, base, wide_panes, wide_units = np.frombuffer(blob, dtype=np.int64, count=_HEADER).tolist()
+    at = _HEADER * 8
+    names = np.frombuffer(blob, dtype=np.int64, count=n_households, offset=at)
+    at += 8 * n_households
+    runs = np.frombuffer(blob, dtype=np.int32, count=n_households, offset=at)
+    at += 4 * n_households
+    pane_type = np.int64 if wide_panes else np.int32
+    offsets = np.frombuffer(blob, dtype=pane_type, count=rows, offset=at)
+    at += np.dtype(pane_type).itemsize * rows
+    units = np.frombuffer(blob, dtype=np.int64 if wide_units else np.int32, count=rows, offset=at)
+    return np.repeat(names, runs), offsets.astype(np.int64) + base, units.astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,16 @@ def test_household_code_round_trips_and_keeps_leading_zeros(text):
 
 def test_household_codes_differ_by_leading_zeros():
     assert len({household_code(t) for t in ("H001", "H0001", "H00001", "H000000000001")}) == 4
+
+
+@pytest.mark.parametrize("units,panes", [
+    ([5, 7, 11, 13], [100, 101, 100, 250]),  # both narrow
+    ([5, 2**40, 11, 13], [100, 101, 100, 250]),  # a pane over 2.1 kWh: wide units
+    ([5, 7, 11, 13], [0, 101, 100, 2**40]),  # panes far apart: wide offsets
+])
+def test_state_bytes_round_trip_narrow_and_wide(units, panes):
+    state = PaneState(np.array([3, 3, 9, 9]), np.array(panes), np.array(units), np.array([9]), np.array([100]))
+    back = PaneState.from_bytes(*state.to_bytes())
+    for name in ("households", "panes", "units", "alerted_households", "alerted_starts"):
+        assert np.array_equal(getattr(back, name), getattr(state, name)), name
+    assert PaneState.from_bytes(*PaneState.empty().to_bytes()).is_empty()
