@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick clean-var
+.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick bench-stages clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -53,6 +53,10 @@ compose-down:
 bench: deps
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/history.py
+
+# Where a batch of our job spends its time, per Spark stage (README, "Performance"): bench/stages.json.
+bench-stages: deps
+	$(VENV)/bin/python bench/stages.py
 
 # The same runs at small sizes (CI): only checks that the benchmark completes.
 bench-quick: deps
