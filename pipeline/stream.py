@@ -6,9 +6,8 @@
 
 Households are hashed into `STATE_BUCKETS` state keys, and one Python call handles a whole
 bucket with numpy (see panes.py), so Python's per-group overhead (about 0.8 ms of task time a
-call here) is paid per bucket, not per household. Only integers cross into Python: the
-household id travels as panes.household_code and is turned back into text natively for the
-alert. Invalid lines travel through the same operator untouched and leave as dead letters:
+call here) is paid per bucket, not per household. The household id crosses into Python as
+an integer (panes.household_code) and is turned back into text natively for the alert. Invalid lines travel through the same operator untouched and leave as dead letters:
 splitting them off with a union before it would scan the Kafka batch twice. Starting the
 query, its session and its bookkeeping are the driver's (driver.py).
 """
@@ -83,7 +82,7 @@ def household_code(household):
     from pyspark.sql import functions as F
 
     digits = F.substring(household, 2, 12)
-    return F.shiftleft(F.length(digits).cast("long"), HOUSEHOLD_DIGITS_SHIFT) + digits.cast("long")
+    return F.shiftleft(F.length(digits).cast("long"), HOUSEHOLD_DIGITS_SHIFT) + digits.try_cast("long")
 
 
 def household_text(code):
