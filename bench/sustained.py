@@ -82,6 +82,9 @@ def run_at_rate(spark, settings: Settings, which: str, households: int, rate: in
     finally:
         stop.set()
         producer.join(120)
+        deadline = time.monotonic() + 30  # stopping mid-batch cancels its jobs: let it commit
+        while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+            time.sleep(0.1)
         query.stop()
     third = max(1, len(samples) // 3)
     middle, last = samples[third:2 * third] or samples, samples[-third:]
