@@ -120,7 +120,10 @@ def main() -> None:
                 detail[which] = []
                 for rate in tried:
                     print(f"{which}: {rate:,} readings/s for {args.seconds:.0f} s", flush=True)
-                    result = run_at_rate(spark, settings, which, args.households, rate, args.seconds)
+                    try:
+                        result = run_at_rate(spark, settings, which, args.households, rate, args.seconds)
+                    except Exception as exc:  # py4j raises Java's failures (an exhausted heap) as one type or another
+                        result = {"rate": rate, "held": False, "error": str(exc).strip().splitlines()[0][:300]}
                     detail[which].append(result)
                     print(f"  {which} {rate:,}/s: {'held' if result['held'] else 'fell behind'}", flush=True)
                     if not result["held"]:
