@@ -48,10 +48,10 @@ OUT = Path(__file__).resolve().parent
 START = 1_783_000_800
 
 
-def fill(settings: Settings, households: int, ticks: int) -> int:
+def fill(settings: Settings, households: int, ticks: int, start: int = START) -> int:
     ensure_topics(settings.bootstrap_servers, {settings.readings_topic: settings.readings_partitions})
     producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
-    for household, line in Simulator(households, 15, 10.0, 1, START).lines(ticks):
+    for household, line in Simulator(households, 15, 10.0, 1, start).lines(ticks):
         producer.send(household, line)
     assert producer.flush(120) == 0 and producer.stats.failed == 0
     return producer.stats.acknowledged

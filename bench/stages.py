@@ -31,10 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import broker  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.driver import spark_session, start_query  # noqa: E402
-from pipeline.kafka_io import ReadingProducer, ensure_topics  # noqa: E402
-from pipeline.simulator import Simulator  # noqa: E402
+from pipeline.kafka_io import ensure_topics  # noqa: E402
+from run import START, fill  # noqa: E402
 
-START = 1_783_000_800
 # SQL metrics worth a line in the profile: time spent, and what crossed into Python.
 NODE_METRICS = ("time", "data sent to Python", "data returned from Python", "number of output rows",
                 "number of updated state rows", "memory used by state")
@@ -95,14 +94,6 @@ def node_rows(executions: list[dict]) -> list[dict]:
             if metrics:
                 rows.append({"execution": execution["id"], "node": node["nodeName"], "metrics": metrics})
     return rows
-
-
-def fill(settings: Settings, households: int, ticks: int, start: int) -> int:
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
-    for household, line in Simulator(households, 15, 10.0, 1, start).lines(ticks):
-        producer.send(household, line)
-    assert producer.flush(120) == 0 and producer.stats.failed == 0
-    return producer.stats.acknowledged
 
 
 def batch_profile(ui: SparkUI, progress: dict, job_before: int, execution_before: int) -> dict:

@@ -32,12 +32,14 @@ HOUSEHOLD_DIGITS_SHIFT = 40  # 10**12 (the most digits an id has) < 2**40
 
 def household_code(household_id: str) -> int:
     """`H<digits>` as one integer that keeps leading zeros: digit count << 40 | value. The job
-    computes the same in Spark (stream.household_code) so only integers cross into Python."""
+    computes the same in Spark (stream.household_code), so the id crosses into Python as an
+    integer."""
     digits = household_id[1:]
     return (len(digits) << HOUSEHOLD_DIGITS_SHIFT) | int(digits)
 
 
 def household_id(code: int) -> str:
+    """The inverse of household_code (the job's is stream.household_text)."""
     width = int(code) >> HOUSEHOLD_DIGITS_SHIFT
     return "H" + str(int(code) & ((1 << HOUSEHOLD_DIGITS_SHIFT) - 1)).zfill(width)
 

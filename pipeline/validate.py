@@ -36,10 +36,14 @@ REASONS = ("empty", "too_long", "not_utf8", "bad_field_count", "bad_timestamp", 
            "bad_household_id", "bad_kwh", "kwh_out_of_range")
 
 
+def _newest_allowed(future_skew_s: int) -> Column:
+    return F.unix_timestamp(F.current_timestamp()) + F.lit(future_skew_s)
+
+
 def _reason(fields: Column, epoch: Column, kwh: Column, limits: dict) -> Column:
     value = F.col("value")
     ts, household, kwh_text = fields[0], fields[1], fields[2]
-    newest_allowed = F.unix_timestamp(F.current_timestamp()) + F.lit(limits["future_skew_s"])
+    newest_allowed = _newest_allowed(limits["future_skew_s"])
     return (
         F.when(value.isNull() | (F.octet_length(value) == 0), F.lit("empty"))
         .when(F.octet_length(value) > limits["max_line_bytes"], F.lit("too_long"))
@@ -91,7 +95,7 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     epoch = F.unix_timestamp(parsed_ts)
     kwh = F.get(fields, 2).try_cast("double")  # a line may have fewer fields (ANSI: no [2])
     limits = {"max_kwh": max_kwh, "max_line_bytes": max_line_bytes, "future_skew_s": future_skew_s}
-    newest_allowed = F.unix_timestamp(F.current_timestamp()) + F.lit(future_skew_s)
+    newest_allowed = _newest_allowed(future_skew_s)
     common = (shape & (F.octet_length(F.col("value")) <= max_line_bytes)
               & epoch.between(MIN_EPOCH_S, MAX_EPOCH_S - 1) & (epoch <= newest_allowed) & (kwh <= max_kwh))
     checked = raw.select("*", parsed_ts.alias("_ts"), kwh.alias("_kwh"), common.alias("_common"))

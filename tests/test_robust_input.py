@@ -133,6 +133,11 @@ def test_common_path_and_field_by_field_checks_agree(spark):
         return {r.record_time: (r.reason, r.event_time, r.household_id, r.kwh_units,
                                 json.loads(r.dead_letter)["offset"] if r.dead_letter else None) for r in rows}
 
+    # The shortcut must take the common line, or the comparison below holds trivially.
+    from pyspark.sql import functions as F
+    from pipeline.validate import COMMON_LINE_RE
+
+    assert spark.range(1).select(F.lit(f"{iso(now - 60)},H001,0.5").rlike(COMMON_LINE_RE)).first()[0]
     fast, precise = parsed(True), parsed(False)
     assert len(fast) == len(lines)
     assert fast == precise
