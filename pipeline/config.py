@@ -25,6 +25,9 @@ MODES = {
 STARTING_OFFSETS = ("recent", "earliest", "latest")
 ALIASES = {"readings_topic": ("SOURCE_TOPIC", "TOPIC")}
 KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
+# The layout panes.py stores its state in. Part of the checkpoint's name, so a new layout starts
+# a checkpoint of its own instead of misreading an old one.
+STATE_FORMAT = 3
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0
@@ -280,7 +283,7 @@ class Settings:
         shape = "|".join(str(v) for v in (
             rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s, self.max_reading_kwh,
             self.state_buckets, self.shuffle_partitions, self.readings_topic, self.alerts_topic,
-            self.dlq_topic))
+            self.dlq_topic, STATE_FORMAT))
         digest = hashlib.sha256(shape.encode()).hexdigest()[:10]
         name = f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
         if "://" in self.checkpoint_root:  # s3a://, hdfs://: Spark's storage, not a local folder

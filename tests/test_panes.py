@@ -115,13 +115,42 @@ def test_household_codes_differ_by_leading_zeros():
 
 
 @pytest.mark.parametrize("units,panes", [
-    ([5, 7, 11, 13], [100, 101, 100, 250]),  # both narrow
+    ([5, 7, 11, 13], [100, 101, 100, 250]),  # narrow
+    ([12_340_000, 50_000, 2_000_000_000, 10_000], [100, 101, 100, 250]),  # whole 10**4s: stored divided
     ([5, 2**40, 11, 13], [100, 101, 100, 250]),  # a pane over 2.1 kWh: wide units
     ([5, 7, 11, 13], [0, 101, 100, 2**40]),  # panes far apart: wide offsets
+    ([-3, 0, 2**62, 1], [-5, 2**40, -(2**40), 7]),  # extremes
 ])
-def test_state_bytes_round_trip_narrow_and_wide(units, panes):
-    state = PaneState(np.array([3, 3, 9, 9]), np.array(panes), np.array(units), np.array([9]), np.array([100]))
+def test_state_bytes_round_trip(units, panes):
+    state = PaneState.from_rows(np.array([3, 3, 9, 9]), np.array(panes), np.array(units), np.array([9]), np.array([100]))
     back = PaneState.from_bytes(*state.to_bytes())
-    for name in ("households", "panes", "units", "alerted_households", "alerted_starts"):
+    for name in ("names", "runs", "households", "panes", "units", "alerted_households", "alerted_starts"):
         assert np.array_equal(getattr(back, name), getattr(state, name)), name
     assert PaneState.from_bytes(*PaneState.empty().to_bytes()).is_empty()
+
+
+def test_state_of_five_decimal_readings_takes_three_bytes_a_pane():
+    households = np.repeat(np.arange(1_000), 100)
+    panes = np.tile(np.arange(10_000, 10_100), 1_000)
+    units = np.random.default_rng(0).integers(1, 5_000, len(panes)) * 10_000  # 0.00001 .. 0.05 kWh
+    empty = np.array([], dtype=np.int64)
+    blob, _ = PaneState.from_rows(households, panes, units, empty, empty).to_bytes()
+    assert len(blob) <= 3 * len(panes) + 16 * 1_000 + 64
+
+
+def test_state_of_another_format_is_refused():
+    blob, alerted = PaneState.empty().to_bytes()
+    with pytest.raises(ValueError, match="another version's checkpoint"):
+        PaneState.from_bytes(np.int64(2).tobytes() + blob[8:], alerted)
+
+
+def test_households_outside_the_batch_are_carried_until_their_panes_close():
+    t = 1_767_225_600 // 15  # pane index
+    first = advance(PaneState.empty(), np.array([1, 2]), np.array([t, t + 1]), np.array([10, 20]), 0, 15, 4, 100)
+    # Household 2 sends again; household 1's panes are still in open windows and stay as they were.
+    second = advance(first.state, np.array([2]), np.array([t + 2]), np.array([5]), (t + 1) * 15_000, 15, 4, 100)
+    rows = set(zip(second.state.households.tolist(), second.state.panes.tolist(), second.state.units.tolist()))
+    assert rows == {(1, t, 10), (2, t + 1, 20), (2, t + 2, 5)}
+    # Once household 1's newest pane can no longer be in an open window, it goes.
+    third = advance(second.state, np.array([2]), np.array([t + 6]), np.array([5]), (t + 5) * 15_000, 15, 4, 100)
+    assert set(third.state.names.tolist()) == {2}
