@@ -132,9 +132,10 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
              checkpoint, settings.starting_offsets, settings.max_offsets_per_trigger)
     if isinstance(checkpoint, Path):
         checkpoint.mkdir(parents=True, exist_ok=True)
-    writer = (build_stream(spark, settings).writeStream
+    stream, tally = build_stream(spark, settings)
+    writer = (stream.writeStream
               .queryName(f"energy-alerts-{rule.mode}")
-              .foreachBatch(make_sink(settings, on_batch))
+              .foreachBatch(make_sink(settings, tally, on_batch))
               .option("checkpointLocation", str(checkpoint)))
     return trigger(writer, settings, once).start()
 

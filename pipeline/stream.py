@@ -7,9 +7,12 @@
 Households are hashed into `STATE_BUCKETS` state keys, and one Python call handles a whole
 bucket with numpy (see panes.py), so Python's per-group overhead (about 0.8 ms of task time a
 call here) is paid per bucket, not per household. The household id crosses into Python as
-an integer (panes.household_code) and is turned back into text natively for the alert. Invalid lines travel through the same operator untouched and leave as dead letters:
-splitting them off with a union before it would scan the Kafka batch twice. Starting the
-query, its session and its bookkeeping are the driver's (driver.py).
+an integer (panes.household_code) and is turned back into text natively for the alert.
+Invalid lines travel through the same operator untouched and leave as dead letters:
+splitting them off with a union before it would scan the Kafka batch twice. The state
+function also tallies what it did in an accumulator, which the sink reads after its write, so
+a micro-batch is one Spark job. Starting the query, its session and its bookkeeping are the
+driver's (driver.py).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from .config import KWH_UNITS, Rule, Settings
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
@@ -27,10 +31,11 @@ from .validate import parse_readings
 
 log = logging.getLogger(__name__)
 
-# One row per alert (household code, window_start, kwh_units, crossed_ms: the Kafka time of
-# the reading that made it cross), dead letter (value, reason) or bucket's late count (n).
-OUTPUT_SCHEMA = ("kind string, household long, value string, reason string, n long, "
-                 "window_start long, kwh_units long, crossed_ms long")
+# One row per alert (household code, window_start, kwh_units) or dead letter (value). What a
+# batch did (alerts by the time their crossing reading reached Kafka, dead letters by reason,
+# late readings) is tallied by the state function in an accumulator (BatchTally), so a batch is
+# one Spark job: the write.
+OUTPUT_SCHEMA = "kind string, household long, value string, window_start long, kwh_units long"
 OUTPUT_COLUMNS = [spec.split()[0] for spec in OUTPUT_SCHEMA.split(", ")]
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object if kind == "string" else np.int64)
                            for name, kind in (spec.split() for spec in OUTPUT_SCHEMA.split(", "))})
@@ -111,7 +116,21 @@ def stage_panes(parsed, slide_s: int, buckets: int):
     )
 
 
-def make_state_function(rule: Rule) -> Callable:
+class BatchTally(AccumulatorParam):
+    """What the state function did in a batch, as {key: count}: ("alert", centisecond the
+    crossing reading reached Kafka), ("dlq", reason), ("late", ""). Its size is bounded by the
+    batch's output rows."""
+
+    def zero(self, _value):
+        return {}
+
+    def addInPlace(self, total: dict, more: dict) -> dict:
+        for key, n in more.items():
+            total[key] = total.get(key, 0) + n
+        return total
+
+
+def make_state_function(rule: Rule, tally) -> Callable:
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
 
     def step(_key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
@@ -135,44 +154,57 @@ def make_state_function(rule: Rule) -> Callable:
                 state.remove()
         else:
             state.update(result.state.to_bytes())
-        yield _output_rows(result.alerts, invalid, result.late_readings, slide_s)
+        counts = _tally(result.alerts, invalid, result.late_readings)
+        if counts:
+            tally.add(counts)
+        yield _output_rows(result.alerts, invalid, slide_s)
 
     return step
 
 
-def _output_rows(alerts: pd.DataFrame, invalid: pd.DataFrame | None, late: int, slide_s: int) -> pd.DataFrame:
+def _tally(alerts: pd.DataFrame, invalid: pd.DataFrame | None, late: int) -> dict:
+    counts = {}
+    if len(alerts):
+        centiseconds, n = np.unique(alerts.crossed_ms.to_numpy() // 10, return_counts=True)
+        counts.update((("alert", int(cs)), int(c)) for cs, c in zip(centiseconds, n))
+    if invalid is not None:
+        counts.update((("dlq", reason), int(c)) for reason, c in invalid.reason.value_counts().items())
+    if late:
+        counts[("late", "")] = late
+    return counts
+
+
+def _output_rows(alerts: pd.DataFrame, invalid: pd.DataFrame | None, slide_s: int) -> pd.DataFrame:
     parts = []
     if len(alerts):
         # Nullable integers, so concatenating with dead letters does not turn them into floats.
-        parts.append(pd.DataFrame({"kind": "alert", "household": pd.array(alerts.household, dtype="Int64"), "n": 1,
+        parts.append(pd.DataFrame({"kind": "alert", "household": pd.array(alerts.household, dtype="Int64"),
                                    "window_start": pd.array(alerts.start_pane * slide_s, dtype="Int64"),
-                                   "kwh_units": pd.array(alerts.units, dtype="Int64"),
-                                   "crossed_ms": pd.array(alerts.crossed_ms, dtype="Int64")}))
+                                   "kwh_units": pd.array(alerts.units, dtype="Int64")}))
     if invalid is not None:
-        parts.append(pd.DataFrame({"kind": "dlq", "value": invalid.dead_letter.to_numpy(),
-                                   "reason": invalid.reason.to_numpy(), "n": 1}))
-    if late:
-        parts.append(pd.DataFrame({"kind": ["late"], "n": [late]}))
+        parts.append(pd.DataFrame({"kind": "dlq", "value": invalid.dead_letter.to_numpy()}))
     if not parts:  # most calls of a live batch: nothing to say
         return _NO_OUTPUT
     return pd.concat(parts, ignore_index=True).reindex(columns=OUTPUT_COLUMNS)
 
 
-def alert_state(staged, rule: Rule):
+def alert_state(staged, rule: Rule, tally):
     """The stateful operator: per bucket, pane sums and alerted windows (panes.py)."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     return (staged.withWatermark("event_time", f"{rule.watermark_s} seconds")
             .groupBy("bucket")
-            .applyInPandasWithState(make_state_function(rule), OUTPUT_SCHEMA, STATE_SCHEMA,
+            .applyInPandasWithState(make_state_function(rule, tally), OUTPUT_SCHEMA, STATE_SCHEMA,
                                     "Append", GroupStateTimeout.NoTimeout))
 
 
 def build_stream(spark, settings: Settings):
-    """The streaming DataFrame of the job's output rows (before the sink)."""
+    """The streaming DataFrame of the job's output rows (before the sink), and the accumulator
+    its state function tallies each batch in (for make_sink)."""
+    tally = spark.sparkContext.accumulator({}, BatchTally())
     parsed = parse_readings(read_readings(spark, settings), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
-    return alert_state(stage_panes(parsed, settings.rule.slide_s, settings.state_buckets), settings.rule)
+    return alert_state(stage_panes(parsed, settings.rule.slide_s, settings.state_buckets), settings.rule, tally), tally
 
 
 def alert_json(rule: Rule, household):
@@ -214,46 +246,42 @@ class BatchCounts:
     alert_latencies_s: list[tuple[float, int]] = field(default_factory=list)
 
     @classmethod
-    def from_summary(cls, batch_id: int, rows) -> "BatchCounts":
+    def from_tally(cls, batch_id: int, tally: dict, written_ms: float) -> "BatchCounts":
         counts = cls(batch_id)
-        for row in rows:
-            if row.kind == "alert":
-                counts.alerts += row.n
-                counts.alert_latencies_s.append((row.latency_cs / 100, row.n))
-            elif row.kind == "late":
-                counts.late_readings += row.n
-            elif row.kind == "dlq":
-                counts.invalid_by_reason[row.reason] = row.n
+        for (kind, detail), n in tally.items():
+            if kind == "alert":
+                counts.alerts += n
+                counts.alert_latencies_s.append((round((written_ms - detail * 10) / 1000, 2), n))
+            elif kind == "late":
+                counts.late_readings += n
+            else:
+                counts.invalid_by_reason[detail] = n
         return counts
 
 
-def make_sink(settings: Settings, on_batch: Callable[[BatchCounts], None]):
-    """foreachBatch: write the batch's alerts and dead letters, then report its counts."""
+def make_sink(settings: Settings, tally, on_batch: Callable[[BatchCounts], None]):
+    """foreachBatch: write the batch's alerts and dead letters, then report its counts (from
+    `tally`, build_stream's accumulator)."""
     from pyspark.sql import functions as F
 
     is_alert = F.col("kind") == "alert"
-    # Built once: each column expression is a few calls into the JVM, and a batch's own plan
-    # is analysed once per DataFrame made from it, so the sink makes as few as it can.
+    # Built once: each column expression is a few calls into the JVM.
     key = household_text(F.col("household"))
     outgoing_columns = [
         F.when(is_alert, F.lit(settings.alerts_topic)).otherwise(F.lit(settings.dlq_topic)).alias("topic"),
         F.when(is_alert, key).alias("key"),
         F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("value")).alias("value")]
-    goes_out = F.col("kind").isin("alert", "dlq")
 
     def sink(df, batch_id: int) -> None:
-        df.persist()
-        try:
-            outgoing = df.where(goes_out).select(*outgoing_columns)
-            _write_with_retries(outgoing, settings.bootstrap_servers, batch_id)
-            # After the write, so each alert's latency ends when it is in Kafka; in centiseconds,
-            # so the summary stays small however many alerts the batch wrote.
-            latency_cs = F.when(is_alert, F.round((F.lit(time.time() * 1000) - F.col("crossed_ms")) / 10))
-            summary = (df.groupBy("kind", "reason", latency_cs.cast("long").alias("latency_cs"))
-                       .agg(F.sum("n").alias("n")).collect())
-        finally:
-            df.unpersist()
-        on_batch(BatchCounts.from_summary(batch_id, summary))
+        outgoing = df.select(*outgoing_columns)
+        for attempt in range(1, SINK_ATTEMPTS + 1):
+            # An attempt runs the batch's whole plan, state function included, so the tally
+            # starts afresh with each.
+            tally.value = {}
+            if _write(outgoing, settings.bootstrap_servers, batch_id, attempt):
+                break
+        # Each alert's latency ends when it is in Kafka: after the write.
+        on_batch(BatchCounts.from_tally(batch_id, dict(tally.value), time.time() * 1000))
 
     return sink
 
@@ -271,19 +299,20 @@ SINK_OPTIONS = {
 }
 
 
-def _write_with_retries(outgoing, bootstrap: str, batch_id: int) -> None:
-    """The Kafka write of one batch. A failure is retried with backoff, then raised: the query
-    stops and a restart replays the batch, so nothing is skipped."""
-    for attempt in range(1, SINK_ATTEMPTS + 1):
-        try:
-            (outgoing.write.format("kafka")
-             .option("kafka.bootstrap.servers", bootstrap)
-             .options(**SINK_OPTIONS)
-             .save())
-            return
-        except Exception as exc:  # py4j raises Java's exceptions as one Python type or another
-            if attempt == SINK_ATTEMPTS:
-                raise
-            log.warning("batch %d: Kafka write failed (attempt %d of %d), retrying: %s",
-                        batch_id, attempt, SINK_ATTEMPTS, str(exc).strip().splitlines()[0][:300])
-            time.sleep(2 ** attempt)
+def _write(outgoing, bootstrap: str, batch_id: int, attempt: int) -> bool:
+    """One attempt at the Kafka write of a batch: True once written. A failure is logged and
+    followed by a backoff; the last one is raised: the query stops and a restart replays the
+    batch, so nothing is skipped."""
+    try:
+        (outgoing.write.format("kafka")
+         .option("kafka.bootstrap.servers", bootstrap)
+         .options(**SINK_OPTIONS)
+         .save())
+        return True
+    except Exception as exc:  # py4j raises Java's exceptions as one Python type or another
+        if attempt == SINK_ATTEMPTS:
+            raise
+        log.warning("batch %d: Kafka write failed (attempt %d of %d), retrying: %s",
+                    batch_id, attempt, SINK_ATTEMPTS, str(exc).strip().splitlines()[0][:300])
+        time.sleep(2 ** attempt)
+        return False

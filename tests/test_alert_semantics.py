@@ -19,14 +19,18 @@ def line(t: int, household: str, kwh: str) -> str:
     return f"{iso(t)},{household},{kwh}"
 
 
-def run_batches(spark, settings, batches):
-    """Publish each batch and run the job once after it; returns alerts, late count, reference."""
+def run_batches(spark, settings, batches, counted=None):
+    """Publish each batch and run the job once after it; returns alerts, late count, reference.
+    `counted`, a list, gets the job's own BatchCounts."""
     window_s, slide_s, threshold = RULES[settings.run_mode]
     expect = Expectation(window_s, slide_s, Decimal(threshold), 600)
     late = 0
     for batch in batches:
         publish(settings, [line(*r) for r in batch])
-        late += sum(c.late_readings for c in run_job_once(spark, settings))
+        counts = run_job_once(spark, settings)
+        late += sum(c.late_readings for c in counts)
+        if counted is not None:
+            counted += counts
         expect.batch([(iso(t), h, k) for t, h, k in batch])
     return records(settings, settings.alerts_topic), late, expect
 
@@ -50,11 +54,18 @@ def scenario(mode: str):
 @pytest.mark.parametrize("mode", ["demo", "prod"])
 def test_alerts_equal_reference(spark, make_settings, mode):
     settings = make_settings(run_mode=mode)
-    alerts, late, expect = run_batches(spark, settings, scenario(mode))
+    counted = []
+    alerts, late, expect = run_batches(spark, settings, scenario(mode), counted)
     got = Counter((a["household_id"], a["window_start"], a["window_end"]) for a in alerts)
     assert set(got) == set(expect.alerts())
     assert all(n == 1 for n in got.values())
     assert late == expect.late == 4
+    # The job's own count and latencies cover every alert it wrote; a crossing reading reached
+    # Kafka before its alert did, within the test's few minutes.
+    assert sum(c.alerts for c in counted) == len(alerts)
+    latencies = [(s, n) for c in counted for s, n in c.alert_latencies_s]
+    assert sum(n for _, n in latencies) == len(alerts)
+    assert all(0 <= s < 600 for s, _ in latencies)
     assert {a["rule"] for a in alerts} == {"kwh>0.05 over 1 minute" if mode == "demo" else "kwh>2.0 over 15 minutes"}
     households = {h for h, _, _ in got}
     assert {"H001", "H002"} <= households and not households & {"H003", "H004"}
