@@ -76,6 +76,8 @@ def run_at_rate(spark, settings: Settings, which: str, households: int, rate: in
     try:
         while producer.is_alive() and query.isActive:
             time.sleep(SAMPLE_S)
+            if not producer.is_alive():  # a backlog sampled after the input stopped says nothing
+                break
             written = sum(topic_end_offsets(run.bootstrap_servers, run.readings_topic).values())
             samples.append(max(0, written - processed(query)))
             print(f"    {which} {rate:,}/s at {time.monotonic() - started:5.0f} s: backlog {samples[-1]:,}", flush=True)
@@ -128,7 +130,10 @@ def main() -> None:
                     print(f"  {which} {rate:,}/s: {'held' if result['held'] else 'fell behind'}", flush=True)
                     if not result["held"]:
                         break
-            spark.stop()
+            try:
+                spark.stop()
+            except Exception as exc:  # a JVM that ran out of heap is gone: the results stand
+                print(f"  Spark did not stop cleanly: {str(exc).strip().splitlines()[0][:200]}", flush=True)
         finally:
             broker.stop(process)
     best = {which: max((r["rate"] for r in runs if r["held"]), default=None) for which, runs in detail.items()}
