@@ -151,6 +151,12 @@ def targets_up() -> bool:
                          "alertmanager"} and set(jobs.values()) == {"up"}
 
 
+def job_alerts_counted() -> float:
+    """The job's own `energy_alerts_total`: tallied on the Spark workers, read by its driver."""
+    result = prometheus("/api/v1/query?query=sum(energy_alerts_total)")["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 def history_lines(compose) -> int:
     """Alerts in the history, as the view's container reads them from the shared volume."""
     return sum(line.startswith('{"alert_id"') for line in compose("exec -T view energy-monitor history").splitlines())
@@ -163,6 +169,7 @@ def test_stack_runs_survives_a_kafka_restart_and_loses_no_reading(docker_service
     wait(check=lambda: healthy(compose, SERVICES), timeout=600, pause=5)
     wait(check=lambda: count("energy_alerts") > 0, timeout=300, pause=3)
     wait(check=targets_up, timeout=180, pause=3)
+    wait(check=lambda: job_alerts_counted() > 0, timeout=120, pause=5)
     wait(check=lambda: history_lines(compose) > 0, timeout=120, pause=5)
 
     readings_before, alerts_before = count("energy_readings"), count("energy_alerts")
