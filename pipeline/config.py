@@ -25,9 +25,10 @@ MODES = {
 STARTING_OFFSETS = ("recent", "earliest", "latest")
 ALIASES = {"readings_topic": ("SOURCE_TOPIC", "TOPIC")}
 KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
-# The layout panes.py stores its state in. Part of the checkpoint's name, so a new layout starts
-# a checkpoint of its own instead of misreading an old one.
-STATE_FORMAT = 3
+# The layout of the job's state: panes.py's encoding and stream.bucket_keys' keys. Part of the
+# checkpoint's name, so a new layout starts a checkpoint of its own instead of misreading an old
+# one (4: keys balanced over the shuffle partitions).
+STATE_FORMAT = 4
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0
@@ -130,7 +131,7 @@ def _number(name: str, value, low: float, high: float, low_inclusive: bool = Tru
 _INT_RANGES = {
     "readings_partitions": (1, 10_000), "alerts_partitions": (1, 10_000), "dlq_partitions": (1, 10_000),
     "replication_factor": (0, 32), "min_insync_replicas": (0, 32), "kafka_brokers": (1, 9),
-    "shuffle_partitions": (1, 10_000), "state_buckets": (1, 1_000_000),
+    "shuffle_partitions": (1, 10_000), "state_buckets": (1, 4_096),
     "max_offsets_per_trigger": (1, 100_000_000), "households": (1, 10_000_000),
     "tick_seconds": (1, 86_400), "max_line_bytes": (64, 65_536),
     "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),

@@ -98,21 +98,58 @@ def household_text(code):
     return F.concat(F.lit("H"), F.lpad(value, F.shiftright(code, HOUSEHOLD_DIGITS_SHIFT).cast("int"), F.lit("0")))
 
 
-def stage_panes(parsed, slide_s: int, buckets: int):
+def _murmur3_long(values: np.ndarray, seed: int = 42) -> np.ndarray:
+    """Spark's Murmur3Hash of a long column (Murmur3_x86_32.hashLong, the hash its
+    HashPartitioning uses, seed 42), as int32."""
+    with np.errstate(over="ignore"):
+        def mix(h, word):
+            k = word * np.uint32(0xCC9E2D51)
+            k = ((k << np.uint32(15)) | (k >> np.uint32(17))) * np.uint32(0x1B873593)
+            h = h ^ k
+            return ((h << np.uint32(13)) | (h >> np.uint32(19))) * np.uint32(5) + np.uint32(0xE6546B64)
+
+        words = values.astype(np.int64).view(np.uint64)
+        h = mix(np.full(len(values), seed, dtype=np.uint32), (words & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        h = mix(h, (words >> np.uint64(32)).astype(np.uint32)) ^ np.uint32(8)
+        h = (h ^ (h >> np.uint32(16))) * np.uint32(0x85EBCA6B)
+        h = (h ^ (h >> np.uint32(13))) * np.uint32(0xC2B2AE35)
+        return (h ^ (h >> np.uint32(16))).view(np.int32)
+
+
+def bucket_keys(buckets: int, partitions: int) -> list[int]:
+    """The state key of each bucket, chosen so that Spark's hash partitioning gives every shuffle
+    partition the same number of buckets (±1). Keys 0..63 put 36 buckets in one of two
+    partitions and 28 in the other, and the batch waits for the fuller one."""
+    share = [buckets // partitions + (p < buckets % partitions) for p in range(partitions)]
+    keys: list[int] = []
+    start = 0
+    while len(keys) < buckets:
+        candidates = np.arange(start, start + 4 * buckets + 64, dtype=np.int64)
+        for key, partition in zip(candidates.tolist(), (_murmur3_long(candidates) % partitions).tolist()):
+            if share[partition]:
+                share[partition] -= 1
+                keys.append(key)
+        start += len(candidates)
+    return keys
+
+
+def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     """Each reading as integers: household code, pane (epoch seconds // slide), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
-    line, which spreads them over the buckets). Integer columns are never null (an invalid
-    line has household -1), so Python receives them as int64, not as floats with NaN."""
+    line, which spreads them over the buckets), as one of `bucket_keys`. Integer columns are
+    never null (an invalid line has household -1), so Python receives them as int64, not as
+    floats with NaN."""
     from pyspark.sql import functions as F
 
     code = household_code(F.col("household_id"))
+    index = F.pmod(F.coalesce(F.xxhash64(code), F.xxhash64("dead_letter")), F.lit(buckets))
     return parsed.select(
         "reason", "event_time", "dead_letter",
         F.coalesce(code, F.lit(-1).cast("long")).alias("household"),
         F.coalesce(F.floor(F.unix_timestamp("event_time") / slide_s), F.lit(0).cast("long")).alias("pane"),
         F.coalesce("kwh_units", F.lit(0).cast("long")).alias("kwh_units"),
         F.unix_millis("record_time").alias("record_ms"),
-        F.pmod(F.coalesce(F.xxhash64(code), F.xxhash64("dead_letter")), F.lit(buckets)).alias("bucket"),
+        F.lit(bucket_keys(buckets, partitions))[index.cast("int")].alias("bucket"),
     )
 
 
@@ -204,7 +241,8 @@ def build_stream(spark, settings: Settings):
     tally = spark.sparkContext.accumulator({}, BatchTally())
     parsed = parse_readings(read_readings(spark, settings), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
-    return alert_state(stage_panes(parsed, settings.rule.slide_s, settings.state_buckets), settings.rule, tally), tally
+    staged = stage_panes(parsed, settings.rule.slide_s, settings.state_buckets, settings.shuffle_partitions)
+    return alert_state(staged, settings.rule, tally), tally
 
 
 def alert_json(rule: Rule, household):
