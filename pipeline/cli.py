@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -84,8 +85,16 @@ def cmd_produce(settings: Settings, args) -> int:
     log.info("simulating %d households, tick %ds, speedup %g (at most %ds ahead of the clock), seed %d -> %s",
              settings.households, settings.tick_seconds, settings.speedup, settings.simulator_lead_s,
              settings.sim_seed, settings.readings_topic)
-    result = simulate(producer, simulator, 0 if args.no_pacing else settings.speedup, args.count,
-                      args.duration, max_lead_s=settings.simulator_lead_s)
+    # SIGTERM (`docker compose stop`, `down`) and Ctrl-C only set a flag here: raised inside a
+    # delivery callback, the interrupt would lose that record from the summary's counts.
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = simulate(producer, simulator, 0 if args.no_pacing else settings.speedup, args.count,
+                          args.duration, max_lead_s=settings.simulator_lead_s, stop=stop)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
           f"unacknowledged {result.unflushed}")
     if result.failed or result.unflushed:
@@ -119,8 +128,6 @@ def cmd_stream(settings: Settings, args) -> int:
 
 
 def cmd_exporter(settings: Settings, _args) -> int:
-    import threading
-
     registry = CollectorRegistry()
     roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
     registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
@@ -183,8 +190,6 @@ def cmd_alerts(settings: Settings, args) -> int:
 
 
 def cmd_archive(settings: Settings, args) -> int:
-    import threading
-
     from .archiver import ArchiveConfig, Archiver
     from .history import HistoryStore
     from .metrics import HistoryMetrics

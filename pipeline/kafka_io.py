@@ -6,6 +6,7 @@ faster than kafka-python from one Python process (README, "Kafka client").
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -156,11 +157,12 @@ class ReadingProducer:
         if self._sent % 1000 == 0:  # serve delivery callbacks without a system call per record
             self._producer.poll(0)
 
-    def wait(self, seconds: float) -> None:
-        """Sleep while serving delivery callbacks (so acknowledgements are counted promptly)."""
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> None:
+        """Sleep while serving delivery callbacks (so acknowledgements are counted promptly);
+        with `stop`, return soon after it is set."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self._producer.poll(left)
+        while (left := deadline - time.monotonic()) > 0 and not (stop and stop.is_set()):
+            self._producer.poll(left if stop is None else min(left, 0.2))
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still unacknowledged."""

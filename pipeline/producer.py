@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,22 +36,31 @@ def _summary(producer: ReadingProducer, sent: int, flush_timeout_s: float) -> Pr
 
 def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
              count: int | None = None, duration_s: float | None = None,
-             max_lead_s: float | None = None) -> ProduceSummary:
+             max_lead_s: float | None = None, stop: threading.Event | None = None) -> ProduceSummary:
     """Publish ticks paced at tick_s / speedup wall-clock seconds (speedup <= 0: no pacing).
 
     With `max_lead_s`, event time never runs more than that far ahead of the wall clock: past
-    it the simulator waits, so SPEEDUP only fast-forwards until the lead is reached."""
+    it the simulator waits, so SPEEDUP only fast-forwards until the lead is reached. Setting
+    `stop` ends it between records, which a signal handler should do rather than raise: an
+    exception raised inside a delivery callback lost that record from the counts (a compose
+    run stopped with 6,150 sent, 6,149 acknowledged, none failed or pending)."""
+    stopped = (lambda: stop.is_set()) if stop is not None else (lambda: False)
     started = time.monotonic()
     next_progress = started + PROGRESS_EVERY_S
     tick_wall_s = simulator.tick_s / speedup if speedup > 0 else 0.0
     next_tick = started
     sent = 0
     try:
-        while (count is None or sent < count) and (duration_s is None or time.monotonic() - started < duration_s):
+        while (not stopped() and (count is None or sent < count)
+               and (duration_s is None or time.monotonic() - started < duration_s)):
             if max_lead_s is not None:
-                producer.wait(simulator.epoch_s - max_lead_s - time.time())
+                producer.wait(simulator.epoch_s - max_lead_s - time.time(), stop)
+                if stopped():
+                    break
             _, lines = simulator.tick_lines()
             for household, line in lines[: None if count is None else count - sent]:
+                if stopped():
+                    break
                 producer.send(household, line)
                 sent += 1
             now = time.monotonic()
@@ -59,9 +69,11 @@ def simulate(producer: ReadingProducer, simulator: Simulator, speedup: float,
                          producer.stats.acknowledged, producer.stats.failed)
                 next_progress = now + PROGRESS_EVERY_S
             next_tick += tick_wall_s
-            producer.wait(next_tick - now)
+            producer.wait(next_tick - now, stop)
     except KeyboardInterrupt:
         log.info("interrupted; flushing")
+    if stopped():
+        log.info("stopped; flushing")
     return _summary(producer, sent, FLUSH_TIMEOUT_S)
 
 
