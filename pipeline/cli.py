@@ -19,6 +19,7 @@ from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
 from .metrics import (DataDirCollector, KafkaBrokerCollector, KafkaLagCollector, ProducerMetrics,
                       StreamLagCollector, receiver_gauge, serve)
+from .processes import stop_flag_on_signals
 
 log = logging.getLogger("energy_monitor")
 
@@ -87,14 +88,9 @@ def cmd_produce(settings: Settings, args) -> int:
              settings.sim_seed, settings.readings_topic)
     # SIGTERM (`docker compose stop`, `down`) and Ctrl-C only set a flag here: raised inside a
     # delivery callback, the interrupt would lose that record from the summary's counts.
-    stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_flag_on_signals() as stop:
         result = simulate(producer, simulator, 0 if args.no_pacing else settings.speedup, args.count,
                           args.duration, max_lead_s=settings.simulator_lead_s, stop=stop)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
     print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
           f"unacknowledged {result.unflushed}")
     if result.failed or result.unflushed:

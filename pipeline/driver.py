@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from .config import MODES, PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
+from .processes import stop_flag_on_signals
 from .stream import BatchCounts, build_stream, make_sink
 from .validate import REASONS
 
@@ -161,18 +160,14 @@ def _wait_or_stop(query) -> None:
     sets a flag: raising inside a py4j call would break the gateway mid-command."""
     from pyspark.errors import StreamingQueryException
 
-    stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not query.awaitTermination(1):
-            if stop.is_set():
-                _stop_between_batches(query)
-                break
-    except StreamingQueryException:
-        pass  # the caller reports it, from query.exception()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with stop_flag_on_signals() as stop:
+        try:
+            while not query.awaitTermination(1):
+                if stop.is_set():
+                    _stop_between_batches(query)
+                    break
+        except StreamingQueryException:
+            pass  # the caller reports it, from query.exception()
 
 
 def run(settings: Settings, once: bool) -> RunTotals:

@@ -13,8 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # Longer than the longest flush of a stopping component (the producer's 30 s).
 STOP_GRACE_S = 45.0
@@ -124,3 +127,17 @@ def stop(pid_file: PidFile, grace_s: float = STOP_GRACE_S) -> str:
         _signal([pid], signal.SIGKILL)
     pid_file.path.unlink(missing_ok=True)
     return outcome
+
+
+@contextmanager
+def stop_flag_on_signals() -> Iterator[threading.Event]:
+    """While the block runs, SIGTERM and Ctrl-C set the event instead of raising; the previous
+    handlers come back after it. For loops that an exception must not cut short mid-call (a py4j
+    command, a Kafka delivery callback halfway through its count)."""
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
