@@ -27,7 +27,7 @@ from pyspark.accumulators import AccumulatorParam
 
 from .config import KWH_UNITS, Rule, Settings
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
-from .validate import parse_readings
+from .validate import parse_readings, wall_clock_s
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def alert_json(rule: Rule, household):
         F.lit(rule.threshold_kwh).alias("threshold_kwh"),
         F.lit(rule.description).alias("rule"),
         F.lit(rule.mode).alias("mode"),
-        stamp(F.unix_timestamp(F.current_timestamp())).alias("detected_at"),
+        stamp(wall_clock_s()).alias("detected_at"),
     ))
 
 

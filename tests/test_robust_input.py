@@ -144,3 +144,15 @@ def test_common_path_and_field_by_field_checks_agree(spark):
     reasons = {row[0] for row in fast.values()}
     assert {None, "bad_timestamp", "future_timestamp", "bad_household_id", "bad_kwh", "kwh_out_of_range",
             "too_long"} <= reasons, reasons  # the cases reach every branch of both paths
+
+
+def test_round_half_up_is_sparks_round_for_non_negative_values(spark):
+    """The parse's rounding of nano-kWh is F.round's, on ties and on values a ulp away from them."""
+    from pyspark.sql import functions as F
+    from pipeline.validate import round_half_up
+
+    values = [0.0, -0.0, 0.5, 1.5, 2.5, 0.49999999999999994, 1 - 2 ** -53, 12340000.000000002, 12339999.5,
+              4503599627370495.5, 2.0 ** 52, 2.0 ** 53 + 2, 123456789.49999999, 1e18, 999999999.5000001]
+    rows = (spark.createDataFrame([(v,) for v in values], "v double")
+            .select("v", F.round("v").cast("long").alias("spark"), round_half_up(F.col("v")).alias("ours")).collect())
+    assert [(r.v, r.ours) for r in rows] == [(r.v, r.spark) for r in rows]
