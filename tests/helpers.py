@@ -85,14 +85,21 @@ def records(settings: Settings, topic: str) -> list:
                                                       stop_at_end=True, idle_timeout_s=10)]
 
 
-def run_job_once(spark, settings: Settings):
+def run_job_once(spark, settings: Settings, on_batch=None):
     """Run the stream job in this process until the available input is processed (its topics
-    created first, as `energy-monitor stream` does)."""
+    created first, as `energy-monitor stream` does); returns each batch's counts, which are also
+    handed to `on_batch` as each batch ends."""
     from pipeline.driver import start_query
 
     ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     seen = []
-    query = start_query(spark, settings, once=True, on_batch=seen.append)
+
+    def observe(counts) -> None:
+        seen.append(counts)
+        if on_batch:
+            on_batch(counts)
+
+    query = start_query(spark, settings, once=True, on_batch=observe)
     query.awaitTermination()
     assert query.exception() is None, query.exception()
     return seen

@@ -2,11 +2,10 @@
 batch to batch, so Spark's code cache answers and the JIT keeps what it compiled.
 
 current_timestamp() broke this: Spark inlines the batch's time in the generated code, so the read
-stage's class and the sink's were compiled anew in every batch (Janino, then the JIT from the
-interpreter up)."""
+stage's class was compiled anew in every batch (Janino, then the JIT from the interpreter up)."""
 from __future__ import annotations
 
-from helpers import publish
+from helpers import publish, run_job_once
 
 # Spark's own per-batch class: the stateful operator's watermark predicate embeds the watermark.
 CLASSES_PER_BATCH_ALLOWED = 1
@@ -22,19 +21,9 @@ def test_later_batches_compile_no_new_code(spark, make_settings):
     publish(settings, lines)
     metrics = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics
     compiled = []  # classes compiled so far, after each batch
+    batches = run_job_once(spark, settings, lambda _counts: compiled.append(metrics.METRIC_COMPILATION_TIME().getCount()))
 
-    def on_batch(counts) -> None:
-        compiled.append((metrics.METRIC_COMPILATION_TIME().getCount(), counts))
-
-    from pipeline.driver import start_query
-    from pipeline.kafka_io import ensure_topics
-
-    ensure_topics(settings.bootstrap_servers, settings.topics)
-    query = start_query(spark, settings, once=True, on_batch=on_batch)
-    query.awaitTermination()
-    assert query.exception() is None, query.exception()
-
-    assert len(compiled) >= 5, f"{len(compiled)} batches"
-    assert sum(c.alerts for _, c in compiled[1:]) > 0 and sum(sum(c.invalid_by_reason.values()) for _, c in compiled[1:]) > 0
-    new_per_batch = [after - before for (before, _), (after, _) in zip(compiled[1:], compiled[2:])]
+    assert len(batches) >= 5, f"{len(batches)} batches"
+    assert sum(c.alerts for c in batches[1:]) > 0 and sum(sum(c.invalid_by_reason.values()) for c in batches[1:]) > 0
+    new_per_batch = [after - before for before, after in zip(compiled[1:], compiled[2:])]
     assert max(new_per_batch) <= CLASSES_PER_BATCH_ALLOWED, f"classes compiled per batch after the second: {new_per_batch}"
