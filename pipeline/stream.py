@@ -16,6 +16,7 @@ driver's (driver.py).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -136,7 +137,8 @@ def bucket_keys(buckets: int, partitions: int) -> list[int]:
 def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     """Each reading as integers: household code, pane (epoch seconds // slide), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
-    line, which spreads them over the buckets), as one of `bucket_keys`. Integer columns are
+    line, which spreads them over the buckets), as one of `bucket_keys`; and the event time, for
+    the watermark. Integer columns are
     never null (an invalid line has household -1), so Python receives them as int64, not as
     floats with NaN."""
     from pyspark.sql import functions as F
@@ -144,7 +146,7 @@ def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     code = household_code(F.col("household_id"))
     index = F.pmod(F.coalesce(F.xxhash64(code), F.xxhash64("dead_letter")), F.lit(buckets))
     return parsed.select(
-        "reason", "event_time", "dead_letter",
+        "event_time", "dead_letter",
         F.coalesce(code, F.lit(-1).cast("long")).alias("household"),
         F.coalesce(F.floor(F.unix_timestamp("event_time") / slide_s), F.lit(0).cast("long")).alias("pane"),
         F.coalesce("kwh_units", F.lit(0).cast("long")).alias("kwh_units"),
@@ -181,7 +183,7 @@ def make_state_function(rule: Rule, tally) -> Callable:
         valid = households >= 0
         invalid = None
         if not valid.all():
-            invalid = pd.concat([c[c.household < 0][["dead_letter", "reason"]] for c in chunks], ignore_index=True)
+            invalid = pd.concat([c.dead_letter[c.household < 0] for c in chunks], ignore_index=True)
             households, panes, units, record_ms = households[valid], panes[valid], units[valid], record_ms[valid]
         previous = PaneState.from_bytes(*state.get) if state.exists else PaneState.empty()
         result = advance(previous, households, panes, units, state.getCurrentWatermarkMs(), slide_s, k,
@@ -199,19 +201,22 @@ def make_state_function(rule: Rule, tally) -> Callable:
     return step
 
 
-def _tally(alerts: pd.DataFrame, invalid: pd.DataFrame | None, late: int) -> dict:
+def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
     counts = {}
     if len(alerts):
         centiseconds, n = np.unique(alerts.crossed_ms.to_numpy() // 10, return_counts=True)
         counts.update((("alert", int(cs)), int(c)) for cs, c in zip(centiseconds, n))
     if invalid is not None:
-        counts.update((("dlq", reason), int(c)) for reason, c in invalid.reason.value_counts().items())
+        # The reason is read back from the dead letter: a separate column would cross into
+        # Python for every valid reading too, as nulls.
+        reasons = pd.Series([json.loads(letter)["reason"] for letter in invalid])
+        counts.update((("dlq", reason), int(c)) for reason, c in reasons.value_counts().items())
     if late:
         counts[("late", "")] = late
     return counts
 
 
-def _output_rows(alerts: pd.DataFrame, invalid: pd.DataFrame | None, slide_s: int) -> pd.DataFrame:
+def _output_rows(alerts: pd.DataFrame, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
     parts = []
     if len(alerts):
         # Nullable integers, so concatenating with dead letters does not turn them into floats.
@@ -219,7 +224,7 @@ def _output_rows(alerts: pd.DataFrame, invalid: pd.DataFrame | None, slide_s: in
                                    "window_start": pd.array(alerts.start_pane * slide_s, dtype="Int64"),
                                    "kwh_units": pd.array(alerts.units, dtype="Int64")}))
     if invalid is not None:
-        parts.append(pd.DataFrame({"kind": "dlq", "value": invalid.dead_letter.to_numpy()}))
+        parts.append(pd.DataFrame({"kind": "dlq", "value": invalid.to_numpy()}))
     if not parts:  # most calls of a live batch: nothing to say
         return _NO_OUTPUT
     return pd.concat(parts, ignore_index=True).reindex(columns=OUTPUT_COLUMNS)
