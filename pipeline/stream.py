@@ -138,9 +138,8 @@ def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     """Each reading as integers: household code, pane (epoch seconds // slide), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
     line, which spreads them over the buckets), as one of `bucket_keys`; and the event time, for
-    the watermark. Integer columns are
-    never null (an invalid line has household -1), so Python receives them as int64, not as
-    floats with NaN."""
+    the watermark. Integer columns are never null (an invalid line has household -1), so Python
+    receives them as int64, not as floats with NaN."""
     from pyspark.sql import functions as F
 
     code = household_code(F.col("household_id"))
