@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -208,8 +209,8 @@ def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
     if invalid is not None:
         # The reason is read back from the dead letter: a separate column would cross into
         # Python for every valid reading too, as nulls.
-        reasons = pd.Series([json.loads(letter)["reason"] for letter in invalid])
-        counts.update((("dlq", reason), int(c)) for reason, c in reasons.value_counts().items())
+        reasons = Counter(json.loads(letter)["reason"] for letter in invalid)
+        counts.update((("dlq", reason), n) for reason, n in reasons.items())
     if late:
         counts[("late", "")] = late
     return counts

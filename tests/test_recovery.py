@@ -79,3 +79,15 @@ def test_mode_switch_needs_no_checkpoint_cleanup(make_settings, spark):
     # Resumed from the demo checkpoint: only the new readings' windows, none of run 1's again.
     assert not {a["alert_id"] for a in run3} & {a["alert_id"] for a in run1}
     assert min(a["window_start"] for a in run3) >= iso(T0 + 1800 - 45)
+
+
+def test_checkpoint_files_go_through_the_filesystem_manager(spark, tmp_path):
+    """The manager Spark builds for a checkpoint (query offsets, commits, state deltas) is the
+    FileSystem-based one: without Hadoop's native library the default (FileContext) one runs
+    `readlink` as a child process for every rename, about 16 a batch (README, "Checkpoint files
+    without child processes")."""
+    jvm = spark._jvm
+    checkpoint = jvm.org.apache.hadoop.fs.Path(tmp_path.as_uri())
+    hadoop_conf = spark._jsparkSession.sessionState().newHadoopConf()
+    manager = jvm.org.apache.spark.sql.execution.streaming.CheckpointFileManager.create(checkpoint, hadoop_conf)
+    assert manager.getClass().getSimpleName() == "FileSystemBasedCheckpointFileManager"
