@@ -33,12 +33,14 @@ from .validate import parse_readings, wall_clock_s
 
 log = logging.getLogger(__name__)
 
-# One row per alert (household code, window_start, kwh_units) or dead letter (value). What a
+# One row per alert (household code, window_start, kwh_units; dead_letter null) or dead letter
+# (its document; the numbers 0). No integer column is ever null, so pandas hands them to Arrow as
+# plain int64. For a bucket with 1,700 alerts (a demo drain's), building the frame and its Arrow
+# batch took 3.2 ms with nullable columns, a kind column and a reindex; 1.0 ms like this. What a
 # batch did (alerts by the time their crossing reading reached Kafka, dead letters by reason,
 # late readings) is tallied by the state function in an accumulator (BatchTally), so a batch is
 # one Spark job: the write.
-OUTPUT_SCHEMA = "kind string, household long, value string, window_start long, kwh_units long"
-OUTPUT_COLUMNS = [spec.split()[0] for spec in OUTPUT_SCHEMA.split(", ")]
+OUTPUT_SCHEMA = "household long, window_start long, kwh_units long, dead_letter string"
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object if kind == "string" else np.int64)
                            for name, kind in (spec.split() for spec in OUTPUT_SCHEMA.split(", "))})
 STATE_SCHEMA = "panes binary, alerted binary"
@@ -217,25 +219,42 @@ def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
 
 
 def _output_rows(alerts: pd.DataFrame, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
-    parts = []
-    if len(alerts):
-        # Nullable integers, so concatenating with dead letters does not turn them into floats.
-        parts.append(pd.DataFrame({"kind": "alert", "household": pd.array(alerts.household, dtype="Int64"),
-                                   "window_start": pd.array(alerts.start_pane * slide_s, dtype="Int64"),
-                                   "kwh_units": pd.array(alerts.units, dtype="Int64")}))
-    if invalid is not None:
-        parts.append(pd.DataFrame({"kind": "dlq", "value": invalid.to_numpy()}))
-    if not parts:  # most calls of a live batch: nothing to say
+    if not len(alerts) and invalid is None:  # most calls of a live batch: nothing to say
         return _NO_OUTPUT
-    return pd.concat(parts, ignore_index=True).reindex(columns=OUTPUT_COLUMNS)
+    letters = np.empty(0, dtype=object) if invalid is None else invalid.to_numpy()
+    zeros = np.zeros(len(letters), dtype=np.int64)
+    return pd.DataFrame({
+        "household": np.concatenate([alerts.household.to_numpy(np.int64), zeros]),
+        "window_start": np.concatenate([alerts.start_pane.to_numpy(np.int64) * slide_s, zeros]),
+        "kwh_units": np.concatenate([alerts.units.to_numpy(np.int64), zeros]),
+        "dead_letter": np.concatenate([np.full(len(alerts), None, dtype=object), letters]),
+    })
+
+
+# Spark's mark of an event-time column (EventTimeWatermark.delayKey): the state operator offers
+# getCurrentWatermarkMs only when a column of its input carries it.
+WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"
+
+
+def state_inputs(staged, rule: Rule):
+    """What the stateful operator receives: staged readings with the watermark set.
+
+    The event time sets the watermark and is then dropped: Python never reads it, and pyspark
+    turned it into pandas timestamps for every bucket, about 1 ms a bucket and batch (py-spy).
+    The pane carries the watermark's mark in its place. With NoTimeout Spark filters no input
+    by that mark (only EventTimeTimeout does); late readings are the state function's to count."""
+    from pyspark.sql import functions as F
+
+    marked = staged.withWatermark("event_time", f"{rule.watermark_s} seconds")
+    pane = F.col("pane").alias("pane", metadata={WATERMARK_DELAY_KEY: rule.watermark_s * 1000})
+    return marked.select(pane, *(c for c in marked.columns if c not in ("event_time", "pane")))
 
 
 def alert_state(staged, rule: Rule, tally):
     """The stateful operator: per bucket, pane sums and alerted windows (panes.py)."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    return (staged.withWatermark("event_time", f"{rule.watermark_s} seconds")
-            .groupBy("bucket")
+    return (state_inputs(staged, rule).groupBy("bucket")
             .applyInPandasWithState(make_state_function(rule, tally), OUTPUT_SCHEMA, STATE_SCHEMA,
                                     "Append", GroupStateTimeout.NoTimeout))
 
@@ -307,13 +326,13 @@ def make_sink(settings: Settings, tally, on_batch: Callable[[BatchCounts], None]
     `tally`, build_stream's accumulator)."""
     from pyspark.sql import functions as F
 
-    is_alert = F.col("kind") == "alert"
+    is_alert = F.col("dead_letter").isNull()
     # Built once: each column expression is a few calls into the JVM.
     key = household_text(F.col("household"))
     outgoing_columns = [
         F.when(is_alert, F.lit(settings.alerts_topic)).otherwise(F.lit(settings.dlq_topic)).alias("topic"),
         F.when(is_alert, key).alias("key"),
-        F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("value")).alias("value")]
+        F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("dead_letter")).alias("value")]
 
     def sink(df, batch_id: int) -> None:
         outgoing = df.select(*outgoing_columns)
