@@ -27,8 +27,8 @@ ALIASES = {"readings_topic": ("SOURCE_TOPIC", "TOPIC")}
 KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
 # The layout of the job's state: panes.py's encoding and stream.bucket_keys' keys. Part of the
 # checkpoint's name, so a new layout starts a checkpoint of its own instead of misreading an old
-# one (4: keys balanced over the shuffle partitions).
-STATE_FORMAT = 4
+# one (4: keys balanced over the shuffle partitions; 5: consecutive panes without offsets).
+STATE_FORMAT = 5
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0

@@ -48,8 +48,8 @@ def household_id(code: int) -> str:
 
 @dataclass(frozen=True)
 class PaneState:
-    """A bucket's state as arrays: the pane table in runs of one household each (panes ascending
-    within a run), and the windows that already alerted. Households are household_code() values.
+    """A bucket's state as arrays: the pane table in runs of one household each (each pane once,
+    ascending within a run: the encoder relies on it), and the windows that already alerted. Households are household_code() values.
     Runs let a batch pick out the households it touches without sorting the whole table."""
 
     names: np.ndarray  # household of each run
@@ -62,7 +62,7 @@ class PaneState:
     @classmethod
     def from_rows(cls, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
                   alerted_households: np.ndarray, alerted_starts: np.ndarray) -> "PaneState":
-        """Rows of one household must be adjacent and in pane order."""
+        """Rows of one household must be adjacent and in pane order, each pane once."""
         starts = _run_starts(households)
         return cls(households[starts].astype(np.int64), np.diff(np.append(starts, len(households))),
                    panes, units, alerted_households, alerted_starts)
@@ -129,14 +129,20 @@ def _decimal_exponent(units: np.ndarray) -> int:
 def _encode_panes(names: np.ndarray, runs: np.ndarray, panes: np.ndarray, units: np.ndarray) -> bytes:
     """Per household: its code, run length and first pane; per row: the pane as an offset from
     its household's first pane and the units divided by their common power of ten, each column
-    in the narrowest integer type that holds it. About 3 bytes a pane instead of 16: a live
-    batch hands every touched bucket's whole table to Spark and back, so its size is paid
-    each batch."""
+    in the narrowest integer type that holds it. When every household's panes are consecutive
+    (a meter that reports each slide), the offsets are implied and left out (width 0). About 2
+    bytes a pane instead of 16: a live batch hands every touched bucket's whole table to Spark
+    and back, so its size is paid each batch."""
     run_starts = np.cumsum(runs) - runs
     firsts = panes[run_starts] if len(panes) else panes
     base = int(firsts.min()) if len(firsts) else 0
     first_offsets, first_width = _narrow(firsts - base)
-    offsets, offset_width = _narrow(panes - np.repeat(firsts, runs))
+    # Panes strictly ascend within a run, so a run is consecutive when its last pane is
+    # first + length - 1.
+    if np.array_equal(panes[run_starts + runs - 1] - firsts, runs - 1):
+        offsets, offset_width = panes[:0].astype(np.int8), 0
+    else:
+        offsets, offset_width = _narrow(panes - np.repeat(firsts, runs))
     exponent = _decimal_exponent(units)
     scaled, unit_width = _narrow(units // 10 ** exponent)
     header = np.array([STATE_FORMAT, len(panes), len(names), base, first_width, offset_width, unit_width, exponent],
@@ -162,9 +168,12 @@ def _decode_panes(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     names = column(np.int64, households)
     runs = column(np.int32, households).astype(np.int64)
     firsts = column(_SIGNED[header["first_width"]], households).astype(np.int64) + header["base"]
-    offsets = column(_SIGNED[header["offset_width"]], rows)
+    if header["offset_width"] == 0:  # consecutive panes: a row's offset is its place in the run
+        panes = np.repeat(firsts - (np.cumsum(runs) - runs), runs) + np.arange(rows)
+    else:
+        panes = np.repeat(firsts, runs) + column(_SIGNED[header["offset_width"]], rows)
     units = column(_SIGNED[header["unit_width"]], rows).astype(np.int64) * 10 ** header["unit_exp"]
-    return names, runs, np.repeat(firsts, runs) + offsets, units
+    return names, runs, panes, units
 
 
 @dataclass(frozen=True)

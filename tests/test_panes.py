@@ -116,6 +116,7 @@ def test_household_codes_differ_by_leading_zeros():
 
 @pytest.mark.parametrize("units,panes", [
     ([5, 7, 11, 13], [100, 101, 100, 250]),  # narrow
+    ([5, 7, 11, 13], [100, 101, 250, 251]),  # each household's panes consecutive: offsets implied
     ([12_340_000, 50_000, 2_000_000_000, 10_000], [100, 101, 100, 250]),  # whole 10**4s: stored divided
     ([5, 2**40, 11, 13], [100, 101, 100, 250]),  # a pane over 2.1 kWh: wide units
     ([5, 7, 11, 13], [0, 101, 100, 2**40]),  # panes far apart: wide offsets
@@ -129,13 +130,17 @@ def test_state_bytes_round_trip(units, panes):
     assert PaneState.from_bytes(*PaneState.empty().to_bytes()).is_empty()
 
 
-def test_state_of_five_decimal_readings_takes_three_bytes_a_pane():
+@pytest.mark.parametrize("gap, bytes_a_pane", [(False, 2), (True, 3)])
+def test_state_of_five_decimal_readings_takes_two_bytes_a_pane_three_with_gaps(gap, bytes_a_pane):
     households = np.repeat(np.arange(1_000), 100)
-    panes = np.tile(np.arange(10_000, 10_100), 1_000)
+    panes = np.tile(np.arange(10_000, 10_100) + (np.arange(100) >= 50) * gap, 1_000)  # a missed slide
     units = np.random.default_rng(0).integers(1, 5_000, len(panes)) * 10_000  # 0.00001 .. 0.05 kWh
     empty = np.array([], dtype=np.int64)
-    blob, _ = PaneState.from_rows(households, panes, units, empty, empty).to_bytes()
-    assert len(blob) <= 3 * len(panes) + 16 * 1_000 + 64
+    state = PaneState.from_rows(households, panes, units, empty, empty)
+    blob, alerted = state.to_bytes()
+    assert len(blob) <= bytes_a_pane * len(panes) + 16 * 1_000 + 64
+    assert len(blob) > (bytes_a_pane - 1) * len(panes) + 16 * 1_000
+    assert np.array_equal(PaneState.from_bytes(blob, alerted).panes, panes)
 
 
 def test_state_of_another_format_is_refused():
