@@ -36,10 +36,12 @@ test-cluster: deps
 test-unit: deps
 	$(PYTEST) -q -m "not kafka and not spark and not compose_run and not cluster"
 
-# The docker compose stack, run for real: starts a Docker engine if none answers.
+# The docker compose stack, run for real: starts a Docker engine if none answers. With the vfs
+# storage driver creating a container copies its image's layers, and one `up` waited out
+# docker-compose's default 60 s read timeout on the engine (Spark's image, CI of de675c1).
 test-compose: deps
 	scripts/compose-local.sh daemon
-	$(PYTEST) -q -ra -m compose_run
+	COMPOSE_HTTP_TIMEOUT=300 $(PYTEST) -q -ra -m compose_run
 
 # docker compose on a machine without an image registry (see README, "Docker compose").
 compose-up: deps
