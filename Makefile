@@ -37,8 +37,8 @@ test-unit: deps
 	$(PYTEST) -q -m "not kafka and not spark and not compose_run and not cluster"
 
 # The docker compose stack, run for real: starts a Docker engine if none answers. With the vfs
-# storage driver creating a container copies its image's layers, and one `up` waited out
-# docker-compose's default 60 s read timeout on the engine (Spark's image, CI of de675c1).
+# storage driver creating a container copies its image's layers, and in one CI run `up` waited
+# out docker-compose's default 60 s read timeout on the engine creating Spark's container.
 test-compose: deps
 	scripts/compose-local.sh daemon
 	COMPOSE_HTTP_TIMEOUT=300 $(PYTEST) -q -ra -m compose_run
