@@ -49,8 +49,9 @@ def household_id(code: int) -> str:
 @dataclass(frozen=True)
 class PaneState:
     """A bucket's state as arrays: the pane table in runs of one household each (each pane once,
-    ascending within a run: the encoder relies on it), and the windows that already alerted. Households are household_code() values.
-    Runs let a batch pick out the households it touches without sorting the whole table."""
+    ascending within a run: the encoder relies on it), and the windows that already alerted.
+    Households are household_code() values. Runs let a batch pick out the households it touches
+    without sorting the whole table."""
 
     names: np.ndarray  # household of each run
     runs: np.ndarray  # rows in each run

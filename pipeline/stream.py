@@ -293,7 +293,7 @@ def alert_json(rule: Rule, household):
         F.lit(rule.description).alias("rule"),
         F.lit(rule.mode).alias("mode"),
         # Folded into a text literal when the sink plans the write, which the generated code
-        # takes by reference: the same code every batch (see validate.now_s).
+        # takes by reference: the same code every batch (validate.wall_clock_s says why).
         F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("detected_at"),
     ))
 

@@ -27,3 +27,20 @@ def test_later_batches_compile_no_new_code(spark, make_settings):
     assert sum(c.alerts for c in batches[1:]) > 0 and sum(sum(c.invalid_by_reason.values()) for c in batches[1:]) > 0
     new_per_batch = [after - before for before, after in zip(compiled[1:], compiled[2:])]
     assert max(new_per_batch) <= CLASSES_PER_BATCH_ALLOWED, f"classes compiled per batch after the second: {new_per_batch}"
+
+
+def test_lines_are_checked_in_whole_stage_generated_code(spark):
+    """Only the clock's own projection runs outside whole-stage code (`reflect` has none): with
+    the clock read inside the checks, all three of their projections did."""
+    from pyspark.sql import functions as F
+
+    from pipeline.validate import NOW_S, parse_readings
+
+    raw = spark.createDataFrame([(b"2026-01-05T17:00:15Z,H001,0.01234", 3)], "value binary, offset long").select(
+        "value", F.lit("energy_readings").alias("topic"), F.lit(0).alias("partition"), "offset",
+        F.current_timestamp().alias("timestamp"))
+    plan = parse_readings(raw, 100.0, 1024, 300)._jdf.queryExecution().executedPlan().toString()
+    projections = [line.strip(" +-:") for line in plan.splitlines() if "Project [" in line]
+    outside = [p for p in projections if not p.startswith("*(")]
+    assert len(projections) >= 4
+    assert len(outside) == 1 and NOW_S in outside[0], plan
