@@ -33,16 +33,18 @@ from .validate import parse_readings
 
 log = logging.getLogger(__name__)
 
-# One row per alert (household code, window_start, kwh_units; dead_letter null) or dead letter
-# (its document; the numbers 0). No integer column is ever null, so pandas hands them to Arrow as
-# plain int64. For a bucket with 1,700 alerts (a demo drain's), building the frame and its Arrow
-# batch took 3.2 ms with nullable columns, a kind column and a reindex; 1.0 ms like this. What a
-# batch did (alerts by the time their crossing reading reached Kafka, dead letters by reason,
-# late readings) is tallied by the state function in an accumulator (BatchTally), so a batch is
-# one Spark job: the write.
-OUTPUT_SCHEMA = "household long, window_start long, kwh_units long, dead_letter string"
-_NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object if kind == "string" else np.int64)
-                           for name, kind in (spec.split() for spec in OUTPUT_SCHEMA.split(", "))})
+# What the state function returns for a bucket that has something to say: one row of parallel
+# arrays, its alerts (household code, window_start, kwh_units; dead_letter null) followed by its
+# dead letters (the document; the numbers 0). alert_state turns them into a row each natively
+# (OUTPUT_COLUMNS). pyspark pads the state rows it returns beside the output rows to as many as
+# those, and checks every padding cell for NA in Python: a row per alert cost 0.7 s of the
+# workers' 3.0 s of CPU in a demo drain (py-spy, 110,298 alerts). What a batch did (alerts by the
+# time their crossing reading reached Kafka, dead letters by reason, late readings) is tallied
+# by the state function in an accumulator (BatchTally), so a batch is one Spark job: the write.
+OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter")
+BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_units array<long>, "
+                        "dead_letter array<string>")
+_NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
 STATE_SCHEMA = "panes binary, alerted binary"
 SINK_ATTEMPTS = 5
 # Kafka client timeouts of the job's source and sink. A broker that dies without closing its
@@ -62,6 +64,11 @@ SOURCE_OPTIONS = {
     # there (Spark's log: "read 12 records through 1 polls, taking 512 ms"): a batch of 1,000
     # readings took 2.3 s, 1.4 s with this (median of 33 live demo batches, same machine).
     "kafka.fetch.max.wait.ms": "20",
+    # A fetch of the client's default 1 MiB is a humongous object in a 1 GiB heap of 1 MiB G1
+    # regions, and each such allocation can start a concurrent GC cycle. Warm demo drains of
+    # 1M readings in one JVM, alternating: GC threads' CPU 1.5-2.0 s with this, 2.5 s without;
+    # drains 5.1-5.7 s against 5.4-5.9 s.
+    "kafka.max.partition.fetch.bytes": str(256 * 1024),
 }
 
 
@@ -87,11 +94,13 @@ def read_readings(spark, settings: Settings):
 
 
 def household_code(household):
-    """panes.household_code as a Spark expression (null stays null)."""
+    """panes.household_code as a Spark expression (null stays null) of a valid id, which is
+    ASCII: its digits are counted in bytes, which Spark reads off the string, where a count of
+    characters decodes it."""
     from pyspark.sql import functions as F
 
     digits = F.substring(household, 2, 12)
-    return F.shiftleft(F.length(digits).cast("long"), HOUSEHOLD_DIGITS_SHIFT) + digits.try_cast("long")
+    return F.shiftleft(F.octet_length(digits).cast("long"), HOUSEHOLD_DIGITS_SHIFT) + digits.try_cast("long")
 
 
 def household_text(code):
@@ -221,14 +230,15 @@ def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
 def _output_rows(alerts: pd.DataFrame, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
     if not len(alerts) and invalid is None:  # most calls of a live batch: nothing to say
         return _NO_OUTPUT
-    letters = np.empty(0, dtype=object) if invalid is None else invalid.to_numpy()
+    letters = np.empty(0, dtype=object) if invalid is None else invalid.to_numpy(dtype=object)
     zeros = np.zeros(len(letters), dtype=np.int64)
-    return pd.DataFrame({
+    arrays = {
         "household": np.concatenate([alerts.household.to_numpy(np.int64), zeros]),
         "window_start": np.concatenate([alerts.start_pane.to_numpy(np.int64) * slide_s, zeros]),
         "kwh_units": np.concatenate([alerts.units.to_numpy(np.int64), zeros]),
         "dead_letter": np.concatenate([np.full(len(alerts), None, dtype=object), letters]),
-    })
+    }
+    return pd.DataFrame({name: pd.Series([arrays[name]], dtype=object) for name in OUTPUT_COLUMNS})
 
 
 # Spark's mark of an event-time column (EventTimeWatermark.delayKey): the state operator offers
@@ -251,12 +261,15 @@ def state_inputs(staged, rule: Rule):
 
 
 def alert_state(staged, rule: Rule, tally):
-    """The stateful operator: per bucket, pane sums and alerted windows (panes.py)."""
+    """The stateful operator: per bucket, pane sums and alerted windows (panes.py); a row per
+    alert or dead letter (OUTPUT_COLUMNS)."""
+    from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    return (state_inputs(staged, rule).groupBy("bucket")
-            .applyInPandasWithState(make_state_function(rule, tally), OUTPUT_SCHEMA, STATE_SCHEMA,
-                                    "Append", GroupStateTimeout.NoTimeout))
+    buckets = (state_inputs(staged, rule).groupBy("bucket")
+               .applyInPandasWithState(make_state_function(rule, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
+                                       "Append", GroupStateTimeout.NoTimeout))
+    return buckets.select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS)))
 
 
 def build_stream(spark, settings: Settings):

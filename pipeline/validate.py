@@ -112,22 +112,32 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     record's Kafka timestamp. `common_path=False` checks every line field by field (for the
     test that holds the two paths side by side)."""
     text = F.col("value").cast("string")
-    fields = F.split(text, ",", 3)
+    # The three fields, cut at the commas in the bytes. F.split decodes the line into a Java
+    # string, splits that and encodes each part back, every row. These agree with it on a line
+    # of three fields, and nothing reads them from a line of any other count: the common
+    # pattern and the field count check (in _reason) come first.
+    timestamp = F.substring_index(text, ",", 1)
+    household = F.substring_index(F.substring_index(text, ",", 2), ",", -1)
+    kwh_text = F.substring_index(text, ",", -1)
     shape = text.rlike(COMMON_LINE_RE) if common_path else F.lit(False)
     # On the common shape a cast reads the same instant as the pattern (a test holds them side
     # by side) at a fraction of its cost. A 'Z' stamp is cast without its zone (the session's
-    # zone is UTC): Spark looks a stamp's zone up per row, which cost as much as the cast.
-    stamp = F.when(F.substring(text, 20, 1) == "Z", F.substring(text, 1, 19)).otherwise(fields[0])
+    # zone is UTC): Spark looks a stamp's zone up per row, which cost as much as the cast. A
+    # common line is ASCII, so the stamp is cut from the bytes: a substring of the text counts
+    # its characters from the start, twice (JFR put it at a tenth of the read stage's samples).
+    value = F.col("value")
+    stamp = F.when(F.substring(value, 20, 1) == F.lit(b"Z"), F.substring(value, 1, 19).cast("string")).otherwise(
+        timestamp)
     parsed_ts = F.when(shape, stamp.try_cast("timestamp")).otherwise(
-        F.try_to_timestamp(fields[0], F.lit("yyyy-MM-dd'T'HH:mm:ssXXX")))
+        F.try_to_timestamp(timestamp, F.lit("yyyy-MM-dd'T'HH:mm:ssXXX")))
     epoch = F.unix_timestamp(parsed_ts)
-    kwh = F.get(fields, 2).try_cast("double")  # a line may have fewer fields (ANSI: no [2])
+    kwh = kwh_text.try_cast("double")
     limits = {"max_kwh": max_kwh, "max_line_bytes": max_line_bytes, "future_skew_s": future_skew_s}
     common = (shape & (F.octet_length(F.col("value")) <= max_line_bytes)
               & epoch.between(MIN_EPOCH_S, MAX_EPOCH_S - 1) & (epoch <= _newest_allowed(future_skew_s))
               & (kwh <= max_kwh))
     clocked = raw.select("*", wall_clock_s().alias(NOW_S))
-    checked = clocked.select("*", parsed_ts.alias("_ts"), kwh.alias("_kwh"), F.get(fields, 1).alias("_household"),
+    checked = clocked.select("*", parsed_ts.alias("_ts"), kwh.alias("_kwh"), household.alias("_household"),
                          common.alias("_common"))
     reason = F.when(F.col("_common"), F.lit(None).cast("string")).otherwise(
         _reason(F.split(text, ",", -1), F.unix_timestamp("_ts"), F.col("_kwh"), limits))

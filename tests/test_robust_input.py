@@ -156,3 +156,24 @@ def test_round_half_up_is_sparks_round_for_non_negative_values(spark):
     rows = (spark.createDataFrame([(v,) for v in values], "v double")
             .select("v", F.round("v").cast("long").alias("spark"), round_half_up(F.col("v")).alias("ours")).collect())
     assert [(r.v, r.ours) for r in rows] == [(r.v, r.spark) for r in rows]
+
+
+def test_valid_lines_parse_to_their_fields(spark):
+    """Both paths cut a valid line into the instant, id and energy written in it: the fields are
+    cut at the commas in the line's bytes, not by F.split (the two paths share that cut, so the
+    test above cannot see it)."""
+    from pipeline.validate import parse_readings
+
+    now = int(time.time()) - 3600
+    lines = {f"{iso(now)},H001,0.01234": (now, "H001", 12_340_000),
+             f"{iso(now - 7)},H000000000042,7": (now - 7, "H000000000042", 7_000_000_000),
+             f"{iso(now - 60)[:-1]}+02:00,H123,10.000000000": (now - 60 - 7200, "H123", 10_000_000_000),
+             f"{iso(now - 120)[:-1]}-00:30,H98765,.5": (now - 120 + 1800, "H98765", 500_000_000)}
+    raw = spark.createDataFrame([(line.encode(), "t", 0, i, datetime.fromtimestamp(i, timezone.utc))
+                                 for i, line in enumerate(lines)],
+                                "value binary, topic string, partition int, offset long, timestamp timestamp")
+    for common_path in (True, False):
+        rows = sorted(parse_readings(raw, 10.0, 64, 3600, common_path=common_path).collect(),
+                      key=lambda r: r.record_time)
+        assert [(r.reason, int(r.event_time.timestamp()), r.household_id, r.kwh_units)
+                for r in rows] == [(None, *expected) for expected in lines.values()]
