@@ -138,9 +138,10 @@ def drain(spark, settings: Settings, readings: int) -> dict:
     A warm-up drain of a tenth of the backlog was not enough: the JIT kept compiling through the
     measured runs, each faster than the one before (the fifth round's demo drains: 13.9, 12.7,
     11.1, 10.4 s), and the first of them, always ours, paid the most. One drain of the whole
-    backlog was not enough either (eighth round, demo, one process): the JIT threads still took
-    3.1-3.7 s of CPU in ours' next drain and 0.9-1.7 s in the ones after it, the original's
-    2.4-3.3 s and 0.9-2.1 s; ours' next drain took 5.8-6.9 s, the ones after it 4.6-5.0 s."""
+    backlog was not enough either (eighth round, demo, two processes of the final code): the JIT
+    threads still took 3.1 and 3.5 s of CPU in ours' next drain and 0.9-1.8 s in the ones after
+    it, the original's 2.8-2.9 s and 0.9-2.1 s; ours' next drain took 5.8 and 6.9 s, the ones
+    after it 4.6-5.0 s."""
     for mode in ("demo", "prod"):
         for which in ("ours", "original") * WARM_UP_DRAINS:
             drain_once(spark, dataclasses.replace(settings, run_mode=mode), which, readings)
@@ -474,8 +475,8 @@ def main() -> None:
             readings = fill(settings, args.households, args.ticks)
             spark = spark_session(settings, app_name="energy-monitor-bench")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
-            print(f"drain throughput (after {WARM_UP_DRAINS} warm-up drains by each query; order ours, original, original, ours)",
-                  flush=True)
+            print(f"drain throughput (after {WARM_UP_DRAINS} warm-up drains by each query; "
+                  "order ours, original, original, ours)", flush=True)
             drained = drain(spark, settings, readings)
             print(f"household sweep (prod, {args.sweep_ticks} readings per household)", flush=True)
             sweep = household_sweep(spark, settings, args.sweep_households, args.sweep_ticks)

@@ -271,7 +271,8 @@ def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, stat
         record_ms)
     prefix = np.concatenate([[0], np.cumsum(pane_units)])
 
-    candidates = _window_starts(pane_keys[in_batch], k)
+    batch_pane_keys = pane_keys[in_batch]
+    candidates = _window_starts(batch_pane_keys, k)
     candidates = candidates[keys.panes(candidates) >= min_open]
     window_units = (prefix[np.searchsorted(pane_keys, candidates + k)]
                     - prefix[np.searchsorted(pane_keys, candidates)])
@@ -285,7 +286,7 @@ def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, stat
                                     pane_units[keep_panes], keys.households(alerted), keys.panes(alerted))
     alerts = pd.DataFrame({"household": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
                            "units": window_units[fires],
-                           "crossed_ms": _newest_in_window(pane_keys[in_batch], pane_newest_ms[in_batch], fired_keys, k)})
+                           "crossed_ms": _newest_in_window(batch_pane_keys, pane_newest_ms[in_batch], fired_keys, k)})
     return new_state, alerts
 
 

@@ -111,7 +111,8 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
     record's Kafka timestamp. `common_path=False` checks every line field by field (for the
     test that holds the two paths side by side)."""
-    text = F.col("value").cast("string")
+    value = F.col("value")
+    text = value.cast("string")
     # The three fields, cut at the commas in the bytes. F.split decodes the line into a Java
     # string, splits that and encodes each part back, every row. These agree with it on a line
     # of three fields, and nothing reads them from a line of any other count: the common
@@ -124,8 +125,8 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     # by side) at a fraction of its cost. A 'Z' stamp is cast without its zone (the session's
     # zone is UTC): Spark looks a stamp's zone up per row, which cost as much as the cast. A
     # common line is ASCII, so the stamp is cut from the bytes: a substring of the text counts
-    # its characters from the start, twice (JFR put it at a tenth of the read stage's samples).
-    value = F.col("value")
+    # its characters from the start, twice (substrings were 32 of the read stage's 159 JFR
+    # samples in a warm demo drain, F.split 24).
     stamp = F.when(F.substring(value, 20, 1) == F.lit(b"Z"), F.substring(value, 1, 19).cast("string")).otherwise(
         timestamp)
     parsed_ts = F.when(shape, stamp.try_cast("timestamp")).otherwise(
@@ -133,7 +134,7 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     epoch = F.unix_timestamp(parsed_ts)
     kwh = kwh_text.try_cast("double")
     limits = {"max_kwh": max_kwh, "max_line_bytes": max_line_bytes, "future_skew_s": future_skew_s}
-    common = (shape & (F.octet_length(F.col("value")) <= max_line_bytes)
+    common = (shape & (F.octet_length(value) <= max_line_bytes)
               & epoch.between(MIN_EPOCH_S, MAX_EPOCH_S - 1) & (epoch <= _newest_allowed(future_skew_s))
               & (kwh <= max_kwh))
     clocked = raw.select("*", wall_clock_s().alias(NOW_S))

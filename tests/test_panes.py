@@ -105,6 +105,19 @@ def test_alert_carries_the_newest_record_time_of_its_window_in_the_batch():
     assert crossed == {-1: 2000, 0: 2000, 1: 2000, 2: 9000}
 
 
+def test_a_pane_the_state_already_holds_gives_its_alert_the_batch_reading_s_record_time():
+    # H1: 30 at pane 1 in the first batch (record time 1 s); then 15 more at pane 1 (4 s) and 10
+    # at pane 2 (3 s). Windows with both panes cross in the second batch, when the 4 s reading
+    # is the newest of the batch's in each: the state's row of pane 1 has no record time to give.
+    first = advance(PaneState.empty(), np.array([1]), np.array([1]), np.array([30_000_000]), 0, 15, 4,
+                    50_000_000, np.array([1000]))
+    assert first.alerts.empty
+    state = PaneState.from_bytes(*first.state.to_bytes())
+    second = advance(state, np.array([1, 1]), np.array([1, 2]), np.array([15_000_000, 10_000_000]), 0, 15, 4,
+                     50_000_000, np.array([4000, 3000]))
+    assert dict(zip(second.alerts.start_pane, second.alerts.crossed_ms)) == {-1: 4000, 0: 4000, 1: 4000}
+
+
 @pytest.mark.parametrize("text", ["H000", "H001", "H123", "H0000000", "H999999999999", "H000000000001", "H1000"])
 def test_household_code_round_trips_and_keeps_leading_zeros(text):
     assert household_id(household_code(text)) == text
