@@ -6,12 +6,12 @@ Starts its own Kafka broker (temporary folder), then measures:
   1. producer throughput of each Kafka client (bench/producer_clients.py);
   2. drain throughput: a backlog already in Kafka, processed from a fresh checkpoint by our job
      and by a re-implementation of the original query (Spark's sliding `window()`, append mode),
-     in both modes;
+     in both modes, each query and mode in a Spark session (driver JVM) of its own;
   3. alert latency under live load: the simulator publishes at a steady rate while each job
      runs; an alert's latency is its record's Kafka timestamp minus that of the reading that
      pushed its window over the threshold (both stamped by their producers on this host); ours
      also with the archiver (`energy-monitor archive`) writing the history beside it;
-  4. peak RSS of the driver JVM and of the Python processes.
+  4. peak RSS of the driver JVM and of the Python processes, of this session and of each drain session.
 Prints a table, writes bench/latest.json and bench/latest.png. No thresholds are asserted.
 """
 from __future__ import annotations
@@ -47,7 +47,8 @@ from pipeline.simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 START = 1_783_000_800
-WARM_UP_DRAINS = 2  # of the whole backlog, by each query in each mode, before the measured ones
+WARM_UP_DRAINS = 3  # of the whole backlog, in each query's own session per mode (see drain)
+MEASURED_DRAINS = 2
 
 
 def fill(settings: Settings, households: int, ticks: int, start: int = START) -> int:
@@ -108,8 +109,8 @@ def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _co
 
 
 def release_state(spark) -> None:
-    """Let Spark unload the finished query's state stores (its maintenance runs every 2 s here,
-    see main) and collect them, so the next query does not pay for the last one's state: the
+    """Let Spark unload the finished query's state stores (its maintenance runs every 2 s in the
+    bench's sessions) and collect them, so the next query does not pay for the last one's state: the
     original's reached 500 MiB in a 1 GiB heap, and the run after it was up to 40% slower."""
     time.sleep(5)
     spark.sparkContext._jvm.System.gc()
@@ -130,33 +131,67 @@ def drain_once(spark, settings: Settings, which: str, readings: int) -> dict:
             "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
 
 
-def drain(spark, settings: Settings, readings: int) -> dict:
-    """Each query drains the backlog twice per mode, in the order ours, original, original, ours,
-    after both have drained it twice in each mode: every measured run is on a warm JVM, and
-    neither query always runs right after the other. Rates are the mean of the two runs.
+def drain(settings: Settings, readings: int) -> tuple[dict, dict]:
+    """Each query drains the backlog in each mode in a Spark session of its own: a fresh driver
+    JVM (`--drain-session`), as one job of one mode is deployed. In it, WARM_UP_DRAINS drains of
+    the whole backlog, then MEASURED_DRAINS measured ones; a rate is their mean. Returns the
+    rates by mode and query, and each session's peak RSS.
 
-    A warm-up drain of a tenth of the backlog was not enough: the JIT kept compiling through the
-    measured runs, each faster than the one before (the fifth round's demo drains: 13.9, 12.7,
-    11.1, 10.4 s), and the first of them, always ours, paid the most. One drain of the whole
-    backlog was not enough either (eighth round, demo, two processes of the final code): the JIT
-    threads still took 3.1 and 3.5 s of CPU in ours' next drain and 0.9-1.8 s in the ones after
-    it, the original's 2.8-2.9 s and 0.9-2.1 s; ours' next drain took 5.8 and 6.9 s, the ones
-    after it 4.6-5.0 s."""
+    Both queries used to share one session, alternating (ours, original, original, ours after
+    warm-ups by both), and each ran on a heap and a JIT the other had shaped (ninth round): in
+    one JVM that drained demo only, ours' drain right after two of the original's took 6.6 s
+    against 5.0 and 5.1 s before them; the original's demo drains took 6.0 and 6.9 s in the
+    eighth round's `make bench`, after both queries' prod drains in the same JVM, against
+    7.3-10.3 s in JVMs that drained demo only (every drain after a JVM's first).
+
+    A drain on a cold JVM pays its JIT compiling: ours' first demo drain took 16 s, its next
+    ones 7.6, 5.6, 5.8 and 4.7 s (its own JVM, ninth round), and a warm-up of a tenth of the
+    backlog was not enough (the fifth round's measured drains kept getting faster: 13.9, 12.7,
+    11.1, 10.4 s)."""
+    out: dict = {}
+    memory: dict = {}
     for mode in ("demo", "prod"):
-        for which in ("ours", "original") * WARM_UP_DRAINS:
-            drain_once(spark, dataclasses.replace(settings, run_mode=mode), which, readings)
-    out = {}
-    for mode in ("demo", "prod"):
-        runs = {"ours": [], "original": []}
-        for which in ("ours", "original", "original", "ours"):
-            result = drain_once(spark, dataclasses.replace(settings, run_mode=mode), which, readings)
-            runs[which].append(result)
-            print(f"  drain {mode:<4} {which:<8} {result['readings_per_s']:>10,} readings/s  ({result['seconds']} s)",
-                  flush=True)
-        out[mode] = {which: {**results[-1], "readings_per_s": round(sum(r["readings_per_s"] for r in results) / 2),
-                             "runs_readings_per_s": [r["readings_per_s"] for r in results]}
-                     for which, results in runs.items()}
-    return out
+        out[mode] = {}
+        for which in ("ours", "original"):
+            session = drain_in_own_session(settings, which, mode, readings)
+            runs = session["runs"]
+            out[mode][which] = {**runs[-1], "readings_per_s": round(sum(r["readings_per_s"] for r in runs) / len(runs)),
+                                "runs_readings_per_s": [r["readings_per_s"] for r in runs]}
+            memory[f"{which}_{mode}"] = session["memory"]
+    return out, memory
+
+
+def drain_in_own_session(settings: Settings, which: str, mode: str, readings: int) -> dict:
+    """`--drain-session` in a child process: its measured drains in order (`runs`), and the
+    peak RSS of its processes (`memory`)."""
+    result_file = Path(settings.checkpoint_root) / f"drains-{which}-{mode}.json"
+    subprocess.run([sys.executable, __file__, "--drain-session", which, "--mode", mode, "--readings", str(readings),
+                    "--bootstrap", settings.bootstrap_servers, "--readings-topic", settings.readings_topic,
+                    "--checkpoint-root", settings.checkpoint_root, "--result-file", str(result_file)], check=True)
+    return json.loads(result_file.read_text())
+
+
+def drain_session(args: argparse.Namespace) -> None:
+    """The child side of drain_in_own_session: warm-up drains, then the measured ones, each
+    printed as it ends; the measured results and the session's peak RSS go to args.result_file
+    as JSON."""
+    settings = Settings(bootstrap_servers=args.bootstrap, readings_topic=args.readings_topic, run_mode=args.mode,
+                        dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=args.checkpoint_root,
+                        stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
+    which = args.drain_session
+    spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{args.mode}")
+    spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
+    results = []
+    for run in range(WARM_UP_DRAINS + MEASURED_DRAINS):
+        result = drain_once(spark, settings, which, args.readings)
+        measured = run >= WARM_UP_DRAINS
+        if measured:
+            results.append(result)
+        print(f"  drain {args.mode:<4} {which:<8} {result['readings_per_s']:>10,} readings/s  ({result['seconds']} s)"
+              f"{'' if measured else '  warm-up'}", flush=True)
+    memory = peak_rss_mib()
+    spark.stop()
+    Path(args.result_file).write_text(json.dumps({"runs": results, "memory": memory}))
 
 
 def household_sweep(spark, settings: Settings, sizes: list[int], ticks: int) -> dict:
@@ -382,6 +417,14 @@ def peak_rss_mib() -> dict:
             "driver_python_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def peak_memory(this_session: dict, drain_sessions: dict) -> dict:
+    """This session's peak RSS (it drains the backlog with both queries in both modes, then runs
+    the sweep and the live runs: the load earlier rounds measured), and each drain session's.
+    A Python worker that has exited is not counted: this session's figure is read at the end,
+    a drain session's right after its last drain, while its workers still run."""
+    return {**this_session, "drain_sessions": drain_sessions}
+
+
 def machine() -> dict:
     import pyspark
 
@@ -442,9 +485,20 @@ def main() -> None:
     parser.add_argument("--live-prod-warm-up", type=float, default=30.0,
                         help="live prod batches that start this long after the live load are reported as `steady`")
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
+    session = parser.add_argument_group("one query's drains in a session of its own (run by the bench itself)")
+    session.add_argument("--drain-session", choices=("ours", "original"))
+    session.add_argument("--mode", choices=("demo", "prod"))
+    session.add_argument("--readings", type=int)
+    session.add_argument("--bootstrap")
+    session.add_argument("--readings-topic")
+    session.add_argument("--checkpoint-root")
+    session.add_argument("--result-file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("librdkafka").setLevel(logging.ERROR)  # a broker's start-up retries are expected here
+    if args.drain_session:
+        drain_session(args)
+        return
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
         args.sweep_households, args.sweep_ticks = [100, 1_000], 10
@@ -473,11 +527,15 @@ def main() -> None:
 
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)
+            print(f"drain throughput (each query and mode in a Spark session of its own: {WARM_UP_DRAINS} "
+                  f"warm-up drains, then {MEASURED_DRAINS} measured)", flush=True)
+            drained, drain_memory = drain(settings, readings)
             spark = spark_session(settings, app_name="energy-monitor-bench")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
-            print(f"drain throughput (after {WARM_UP_DRAINS} warm-up drains by each query; "
-                  "order ours, original, original, ours)", flush=True)
-            drained = drain(spark, settings, readings)
+            print("warming this session's JVM for what follows: a drain by each query in each mode", flush=True)
+            for mode in ("demo", "prod"):
+                for which in ("ours", "original"):
+                    drain_once(spark, dataclasses.replace(settings, run_mode=mode), which, readings)
             print(f"household sweep (prod, {args.sweep_ticks} readings per household)", flush=True)
             sweep = household_sweep(spark, settings, args.sweep_households, args.sweep_ticks)
             print(f"live prod: {args.live_prod_households:,} households in real time", flush=True)
@@ -486,7 +544,7 @@ def main() -> None:
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
                           args.live_households, args.latency_seconds, Path(folder))
-            memory = peak_rss_mib()
+            memory = peak_memory(peak_rss_mib(), drain_memory)
             spark.stop()
         finally:
             broker.stop(process)
@@ -496,8 +554,8 @@ def main() -> None:
         "drain_readings_per_s": {m: {w: drained[m][w]["readings_per_s"] for w in ("ours", "original")} for m in drained},
         "drain_ratio_ours_over_original": {m: round(drained[m]["ours"]["readings_per_s"] / drained[m]["original"]["readings_per_s"], 2) for m in drained},
         "drain_detail": drained,
-        "drain_order": f"{WARM_UP_DRAINS} warm-up drains of the whole backlog by each query in each mode, then ours, "
-                       "original, original, ours; mean of two runs",
+        "drain_order": f"each query and mode in a Spark session (driver JVM) of its own: {WARM_UP_DRAINS} warm-up "
+                       f"drains of the whole backlog, then {MEASURED_DRAINS} measured; mean of the measured runs",
         "drain_by_households": {h: r["readings_per_s"] for h, r in sweep.items()},
         "sweep_detail": {"mode": "prod", "readings_per_household": args.sweep_ticks, **sweep},
         "live_prod": live_prod,
@@ -538,7 +596,9 @@ def main() -> None:
         detail = drained[mode]
         print(f"{'state after drain ' + mode + ' (MiB)':<34}{detail['ours']['state_memory_mib']:>14}"
               f"{detail['original']['state_memory_mib']:>14}")
-    print(f"{'peak RSS (MiB)':<34}{json.dumps(result['memory'])}")
+    print(f"{'peak RSS (MiB)':<34}{json.dumps({k: v for k, v in result['memory'].items() if k != 'drain_sessions'})}")
+    for session, memory in result["memory"]["drain_sessions"].items():
+        print(f"{'  drain session ' + session:<34}{json.dumps(memory)}")
     print(f"wrote {args.output / 'latest.json'} and {args.output / 'latest.png'}")
 
 
