@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import producer_clients  # noqa: E402
 from pipeline import broker  # noqa: E402
 from pipeline.clock import parse_utc  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
+from pipeline.config import Settings, load_settings  # noqa: E402
 from pipeline.driver import spark_session, start_query, trigger  # noqa: E402
 from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic, topic_end_offsets  # noqa: E402
 from pipeline.metrics import StreamMetrics  # noqa: E402
@@ -110,8 +110,8 @@ def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _co
 
 def release_state(spark) -> None:
     """Let Spark unload the finished query's state stores (its maintenance runs every 2 s in the
-    bench's sessions) and collect them, so the next query does not pay for the last one's state: the
-    original's reached 500 MiB in a 1 GiB heap, and the run after it was up to 40% slower."""
+    bench's sessions) and collect them, so the next query does not pay for the last one's state:
+    the original's reached 500 MiB in a 1 GiB heap, and the run after it was up to 40% slower."""
     time.sleep(5)
     spark.sparkContext._jvm.System.gc()
 
@@ -162,36 +162,33 @@ def drain(settings: Settings, readings: int) -> tuple[dict, dict]:
 
 
 def drain_in_own_session(settings: Settings, which: str, mode: str, readings: int) -> dict:
-    """`--drain-session` in a child process: its measured drains in order (`runs`), and the
-    peak RSS of its processes (`memory`)."""
+    """`--drain-session` in a child process, which reads the settings from its environment: its
+    measured drains in order (`runs`), and the peak RSS of its processes (`memory`)."""
     result_file = Path(settings.checkpoint_root) / f"drains-{which}-{mode}.json"
-    subprocess.run([sys.executable, __file__, "--drain-session", which, "--mode", mode, "--readings", str(readings),
-                    "--bootstrap", settings.bootstrap_servers, "--readings-topic", settings.readings_topic,
-                    "--checkpoint-root", settings.checkpoint_root, "--result-file", str(result_file)], check=True)
+    env = {**os.environ, **dataclasses.replace(settings, run_mode=mode).to_env()}
+    subprocess.run([sys.executable, __file__, "--drain-session", which, "--readings", str(readings),
+                    "--result-file", str(result_file)], env=env, check=True)
     return json.loads(result_file.read_text())
 
 
-def drain_session(args: argparse.Namespace) -> None:
+def drain_session(which: str, readings: int, result_file: Path) -> None:
     """The child side of drain_in_own_session: warm-up drains, then the measured ones, each
-    printed as it ends; the measured results and the session's peak RSS go to args.result_file
-    as JSON."""
-    settings = Settings(bootstrap_servers=args.bootstrap, readings_topic=args.readings_topic, run_mode=args.mode,
-                        dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=args.checkpoint_root,
-                        stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
-    which = args.drain_session
-    spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{args.mode}")
+    printed as it ends; the measured results and the session's peak RSS go to result_file as
+    JSON."""
+    settings = load_settings(os.environ)
+    spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{settings.run_mode}")
     spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
     results = []
     for run in range(WARM_UP_DRAINS + MEASURED_DRAINS):
-        result = drain_once(spark, settings, which, args.readings)
+        result = drain_once(spark, settings, which, readings)
         measured = run >= WARM_UP_DRAINS
         if measured:
             results.append(result)
-        print(f"  drain {args.mode:<4} {which:<8} {result['readings_per_s']:>10,} readings/s  ({result['seconds']} s)"
-              f"{'' if measured else '  warm-up'}", flush=True)
+        print(f"  drain {settings.run_mode:<4} {which:<8} {result['readings_per_s']:>10,} readings/s  "
+              f"({result['seconds']} s){'' if measured else '  warm-up'}", flush=True)
     memory = peak_rss_mib()
     spark.stop()
-    Path(args.result_file).write_text(json.dumps({"runs": results, "memory": memory}))
+    result_file.write_text(json.dumps({"runs": results, "memory": memory}))
 
 
 def household_sweep(spark, settings: Settings, sizes: list[int], ticks: int) -> dict:
@@ -417,14 +414,6 @@ def peak_rss_mib() -> dict:
             "driver_python_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def peak_memory(this_session: dict, drain_sessions: dict) -> dict:
-    """This session's peak RSS (it drains the backlog with both queries in both modes, then runs
-    the sweep and the live runs: the load earlier rounds measured), and each drain session's.
-    A Python worker that has exited is not counted: this session's figure is read at the end,
-    a drain session's right after its last drain, while its workers still run."""
-    return {**this_session, "drain_sessions": drain_sessions}
-
-
 def machine() -> dict:
     import pyspark
 
@@ -485,19 +474,16 @@ def main() -> None:
     parser.add_argument("--live-prod-warm-up", type=float, default=30.0,
                         help="live prod batches that start this long after the live load are reported as `steady`")
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
-    session = parser.add_argument_group("one query's drains in a session of its own (run by the bench itself)")
+    session = parser.add_argument_group("one query's drains in a session of its own (run by the bench itself, "
+                                        "settings from the environment)")
     session.add_argument("--drain-session", choices=("ours", "original"))
-    session.add_argument("--mode", choices=("demo", "prod"))
     session.add_argument("--readings", type=int)
-    session.add_argument("--bootstrap")
-    session.add_argument("--readings-topic")
-    session.add_argument("--checkpoint-root")
-    session.add_argument("--result-file")
+    session.add_argument("--result-file", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("librdkafka").setLevel(logging.ERROR)  # a broker's start-up retries are expected here
     if args.drain_session:
-        drain_session(args)
+        drain_session(args.drain_session, args.readings, args.result_file)
         return
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
@@ -544,7 +530,10 @@ def main() -> None:
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
                           args.live_households, args.latency_seconds, Path(folder))
-            memory = peak_memory(peak_rss_mib(), drain_memory)
+            # This session's figures are the load earlier rounds measured (both queries' drains in
+            # both modes, the sweep, the live runs), read at the end, when exited Python workers no
+            # longer count; a drain session's are read right after its last drain.
+            memory = {**peak_rss_mib(), "drain_sessions": drain_memory}
             spark.stop()
         finally:
             broker.stop(process)
