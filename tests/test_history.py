@@ -151,3 +151,30 @@ def test_a_retried_batch_appends_its_energy_once(tmp_path):
     archiver._write_until_done(batch, threading.Event())  # alerts refused once, then retried
     assert store.failed and list(store.alerts().alert_id) == ["x1"]
     assert list(store.energy("H001").kwh) == [0.25]
+
+
+# Read a table of many files and exit at once: through delta-rs's default file system this
+# aborted at interpreter exit ("terminate called without an active exception") in 30 of 50 runs.
+_READ_AND_EXIT = """
+import sys
+from pipeline.history import HistoryStore
+store = HistoryStore(sys.argv[1])
+print(store._dataset("alerts", store._open("alerts")).to_table().num_rows)
+"""
+
+
+def test_reading_the_history_exits_cleanly(tmp_path):
+    from pipeline.history import alerts_table
+
+    store = HistoryStore(str(tmp_path / "history"))
+    store.create()
+    stamp = "2026-07-02T14:{:02d}:00Z"
+    for commit in range(40):  # one file per commit
+        alert = {"alert_id": f"a{commit}", "household_id": "H001", "window_start": stamp.format(commit),
+                 "window_end": stamp.format(commit + 1), "kwh": 0.07, "threshold_kwh": 0.05,
+                 "rule": "kwh>0.05 over 1 minute", "mode": "demo", "detected_at": stamp.format(commit + 1)}
+        store.commit("alerts", alerts_table([alert]), "a", {0: commit + 1})
+    for _ in range(8):
+        run = subprocess.run([sys.executable, "-c", _READ_AND_EXIT, store.root], capture_output=True,
+                             text=True, timeout=120)
+        assert (run.returncode, run.stdout.strip()) == (0, "40"), run.stderr[-500:]
