@@ -113,7 +113,7 @@ class HistoryStore:
         """The table's current files as an Arrow dataset. A local table is read through Arrow's
         own file system: through delta-rs's default one, Arrow's I/O threads call back into
         Python, and a process that had read a table with many files aborted at interpreter exit
-        ("terminate called without an active exception") in 30 of 50 runs (README, "History").
+        ("terminate called without an active exception") in 30 of 50 runs (README, "Alert history").
         Object stores keep delta-rs's file system, which knows their credentials and endpoints."""
         if "://" in self.root:
             return delta.to_pyarrow_dataset()
