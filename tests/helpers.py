@@ -14,11 +14,12 @@ from pathlib import Path
 from pipeline.broker import free_port
 from pipeline.config import Settings
 from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic
+from pipeline.stack import components
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
-__all__ = ["ROOT", "SHARED", "free_port", "wait_for", "isolated_stack", "settings_env", "run_cli",
+__all__ = ["ROOT", "SHARED", "free_port", "wait_for", "isolated_stack", "settings_env", "run_cli", "up",
            "publish", "records", "run_job_once", "prom_query", "dashboard_queries"]
 
 
@@ -66,6 +67,14 @@ def run_cli(settings: Settings, *args: str, timeout: float = 300, check: bool = 
         raise AssertionError(f"energy-monitor {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}\n" + "\n".join(errors[:40]))
     return result
+
+
+def up(settings: Settings, *names: str):
+    """`energy-monitor up NAMES` (every component when none is named), given longer than the CLI's own
+    readiness waits added up: a slow start then fails with the CLI's message and the log's end, not with
+    a bare subprocess timeout (a restarted stream job once took more than 120 s on a busy CI host)."""
+    known = components(settings)
+    return run_cli(settings, "up", *names, timeout=sum(known[n].wait_s for n in names or known) + 60)
 
 
 def publish(settings: Settings, lines: list[bytes | str], timestamp_ms: int = 0) -> None:

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from helpers import dashboard_queries, free_port, isolated_stack, prom_query, run_cli, wait_for
+from helpers import dashboard_queries, free_port, isolated_stack, prom_query, run_cli, up, wait_for
 from pipeline.kafka_io import BrokerUnavailable, ReadingProducer, client_config, read_topic, topic_end_offsets
 from pipeline.simulator import Simulator
 from pipeline.stack import running_pid
@@ -81,7 +81,7 @@ def test_a_killed_broker_loses_no_reading_and_stops_no_alert(tmp_path):
     settings = isolated_stack(tmp_path, kafka_brokers=3, bootstrap_servers=addresses,
                               kafka_controller_port=free_run(3), readings_partitions=6, run_mode="demo")
     brokers = ["kafka-1", "kafka-2", "kafka-3"]
-    run_cli(settings, "up", *brokers, "prometheus", "exporter", "stream", timeout=400)
+    up(settings, *brokers, "prometheus", "exporter", "stream")
     try:
         job_pid = running_pid(settings, "stream")
         producer = SteadyProducer(settings)
@@ -94,7 +94,7 @@ def test_a_killed_broker_loses_no_reading_and_stops_no_alert(tmp_path):
         wait_for("the dashboard to show under-replicated partitions",
                  lambda: under_replicated(settings) > 0, 90, 2)
         wait_for("alerts written while the broker is down", lambda: alert_count(settings) > killed_at + 20, 120, 2)
-        run_cli(settings, "up", f"kafka-{victim}", timeout=120)
+        up(settings, f"kafka-{victim}")
 
         producer.join(240)
         assert not producer.is_alive()

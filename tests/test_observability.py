@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, wait_for
+from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, up, wait_for
 from pipeline.history import AlertQuery, HistoryStore
 from pipeline.metrics import KafkaBrokerCollector
 
@@ -64,7 +64,7 @@ def until_nothing_missing(what: str, missing, timeout_s: float = 180) -> None:
 def test_metrics_dashboards_and_paging(tmp_path):
     webhook = Webhook()
     settings = isolated_stack(tmp_path, alert_webhook_url=webhook.url)
-    run_cli(settings, "up", timeout=300)
+    up(settings)
     try:
         publish(settings, [b"2026-07-02T14:00:00Z,H001,NaN", b"not,a,reading", b"\xff,H001,1"])
         history = HistoryStore(settings.history_root)
@@ -81,7 +81,7 @@ def test_metrics_dashboards_and_paging(tmp_path):
             settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown", alertstate="firing"}'), 180)
         wait_for("the webhook to receive EnergyStreamJobDown", lambda: "firing" in webhook.statuses("EnergyStreamJobDown"), 120)
 
-        run_cli(settings, "up", "stream", timeout=120)
+        up(settings, "stream")
         wait_for("EnergyStreamJobDown to resolve", lambda: "resolved" in webhook.statuses("EnergyStreamJobDown"), 240)
         assert not prom_query(settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown"}')
     finally:

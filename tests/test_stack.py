@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from helpers import free_port, isolated_stack, run_cli
+from helpers import free_port, isolated_stack, run_cli, up
 from pipeline.kafka_io import read_topic
 from pipeline.stack import components
 
@@ -19,7 +19,7 @@ def test_up_gives_demo_alerts_and_down_stops_everything(tmp_path):
     settings = isolated_stack(tmp_path)
     started = time.monotonic()
     names = list(components(settings))
-    out = run_cli(settings, "up", timeout=240).stdout
+    out = up(settings).stdout
     try:
         for component in names:
             assert re.search(rf"^{component} +started", out, re.M), out
@@ -34,7 +34,7 @@ def test_up_gives_demo_alerts_and_down_stops_everything(tmp_path):
 
         status = run_cli(settings, "status").stdout
         assert status.count(" running ") == len(names)
-        assert run_cli(settings, "up").stdout.count("already running") == len(names)
+        assert up(settings).stdout.count("already running") == len(names)
         assert "rdkafka" not in out and "Connection refused" not in out
     finally:
         down = run_cli(settings, "down", timeout=400).stdout
