@@ -47,8 +47,11 @@ from pipeline.simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 START = 1_783_000_800
-WARM_UP_DRAINS = 3  # of the whole backlog, in each query's own session per mode (see drain)
-MEASURED_DRAINS = 2
+# Drains of the whole backlog in each query's own session per mode (see drain): (warm-up,
+# measured). --quick runs one of each: it only checks that the bench completes.
+DRAINS = (3, 2)
+QUICK_DRAINS = (1, 1)
+LIVE_RUNS = 3  # consecutive live demo runs of ours (see latency)
 
 
 def fill(settings: Settings, households: int, ticks: int, start: int = START) -> int:
@@ -131,10 +134,10 @@ def drain_once(spark, settings: Settings, which: str, readings: int) -> dict:
             "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
 
 
-def drain(settings: Settings, readings: int) -> tuple[dict, dict]:
+def drain(settings: Settings, readings: int, drains: tuple[int, int] = DRAINS) -> tuple[dict, dict]:
     """Each query drains the backlog in each mode in a Spark session of its own: a fresh driver
-    JVM (`--drain-session`), as one job of one mode is deployed. In it, WARM_UP_DRAINS drains of
-    the whole backlog, then MEASURED_DRAINS measured ones; a rate is their mean. Returns the
+    JVM (`--drain-session`), as one job of one mode is deployed. In it, `drains` = (warm-up,
+    measured) drains of the whole backlog; a rate is the measured ones' mean. Returns the
     rates by mode and query, and each session's peak RSS.
 
     Both queries used to share one session, alternating (ours, original, original, ours after
@@ -153,7 +156,7 @@ def drain(settings: Settings, readings: int) -> tuple[dict, dict]:
     for mode in ("demo", "prod"):
         out[mode] = {}
         for which in ("ours", "original"):
-            session = drain_in_own_session(settings, which, mode, readings)
+            session = drain_in_own_session(settings, which, mode, readings, drains)
             runs = session["runs"]
             out[mode][which] = {**runs[-1], "readings_per_s": round(sum(r["readings_per_s"] for r in runs) / len(runs)),
                                 "runs_readings_per_s": [r["readings_per_s"] for r in runs]}
@@ -161,17 +164,17 @@ def drain(settings: Settings, readings: int) -> tuple[dict, dict]:
     return out, memory
 
 
-def drain_in_own_session(settings: Settings, which: str, mode: str, readings: int) -> dict:
+def drain_in_own_session(settings: Settings, which: str, mode: str, readings: int, drains: tuple[int, int]) -> dict:
     """`--drain-session` in a child process, which reads the settings from its environment: its
     measured drains in order (`runs`), and the peak RSS of its processes (`memory`)."""
     result_file = Path(settings.checkpoint_root) / f"drains-{which}-{mode}.json"
     env = {**os.environ, **dataclasses.replace(settings, run_mode=mode).to_env()}
     subprocess.run([sys.executable, __file__, "--drain-session", which, "--readings", str(readings),
-                    "--result-file", str(result_file)], env=env, check=True)
+                    "--result-file", str(result_file), "--drains", f"{drains[0]},{drains[1]}"], env=env, check=True)
     return json.loads(result_file.read_text())
 
 
-def drain_session(which: str, readings: int, result_file: Path) -> None:
+def drain_session(which: str, readings: int, result_file: Path, drains: tuple[int, int]) -> None:
     """The child side of drain_in_own_session: warm-up drains, then the measured ones, each
     printed as it ends; the measured results and the session's peak RSS go to result_file as
     JSON."""
@@ -179,9 +182,9 @@ def drain_session(which: str, readings: int, result_file: Path) -> None:
     spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{settings.run_mode}")
     spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
     results = []
-    for run in range(WARM_UP_DRAINS + MEASURED_DRAINS):
+    for run in range(sum(drains)):
         result = drain_once(spark, settings, which, readings)
-        measured = run >= WARM_UP_DRAINS
+        measured = run >= drains[0]
         if measured:
             results.append(result)
         print(f"  drain {settings.run_mode:<4} {which:<8} {result['readings_per_s']:>10,} readings/s  "
@@ -370,15 +373,15 @@ def live_run(spark, settings: Settings, which: str, households: int, seconds: fl
     return sorted(delays), metrics
 
 
-def latency(spark, settings: Settings, households: int, seconds: float, folder: Path) -> dict:
+def latency(spark, settings: Settings, households: int, seconds: float, folder: Path, runs: int = LIVE_RUNS) -> dict:
     """Live load at households readings per tick; p50/p95/p99 of reading->alert latency of our
-    job (three consecutive runs, the first also under "ours"), of our job with the archiver
+    job (`runs` consecutive runs, the first also under "ours"), of our job with the archiver
     writing the history beside it, and of the original. A
     warm-up run of ours comes first and is discarded: the first live run after the drain is
     slower, which would favour whichever variant runs second."""
     live_run(spark, settings, "ours", households, min(30.0, seconds), folder)
     out = {"ours_runs": []}
-    for which in ("ours", "ours", "ours", "ours+history", "original"):
+    for which in ("ours",) * runs + ("ours+history", "original"):
         delays, metrics = live_run(spark, settings, which, households, seconds, folder)
         pick = (lambda q: round(delays[min(len(delays) - 1, int(q * len(delays)))], 3)) if delays else (lambda q: None)
         if which == "ours" and "ours" not in out:
@@ -479,17 +482,20 @@ def main() -> None:
     session.add_argument("--drain-session", choices=("ours", "original"))
     session.add_argument("--readings", type=int)
     session.add_argument("--result-file", type=Path)
+    session.add_argument("--drains", type=lambda v: tuple(int(x) for x in v.split(",")), default=DRAINS,
+                         help="warm-up,measured")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("librdkafka").setLevel(logging.ERROR)  # a broker's start-up retries are expected here
     if args.drain_session:
-        drain_session(args.drain_session, args.readings, args.result_file)
+        drain_session(args.drain_session, args.readings, args.result_file, args.drains)
         return
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
         args.sweep_households, args.sweep_ticks = [100, 1_000], 10
         args.live_prod_households, args.live_prod_backlog_ticks, args.live_prod_seconds = 1_000, 10, 20.0
         args.live_prod_warm_up = 5.0
+    drains, live_runs = (QUICK_DRAINS, 1) if args.quick else (DRAINS, LIVE_RUNS)
 
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
@@ -513,9 +519,9 @@ def main() -> None:
 
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)
-            print(f"drain throughput (each query and mode in a Spark session of its own: {WARM_UP_DRAINS} "
-                  f"warm-up drains, then {MEASURED_DRAINS} measured)", flush=True)
-            drained, drain_memory = drain(settings, readings)
+            print(f"drain throughput (each query and mode in a Spark session of its own: {drains[0]} "
+                  f"warm-up drains, then {drains[1]} measured)", flush=True)
+            drained, drain_memory = drain(settings, readings, drains)
             spark = spark_session(settings, app_name="energy-monitor-bench")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
             print("warming this session's JVM for what follows: a drain by each query in each mode", flush=True)
@@ -529,7 +535,7 @@ def main() -> None:
                                           args.live_prod_seconds, args.live_prod_warm_up)
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
-                          args.live_households, args.latency_seconds, Path(folder))
+                          args.live_households, args.latency_seconds, Path(folder), live_runs)
             # This session's figures are the load earlier rounds measured (both queries' drains in
             # both modes, the sweep, the live runs), read at the end, when exited Python workers no
             # longer count; a drain session's are read right after its last drain.
@@ -543,8 +549,8 @@ def main() -> None:
         "drain_readings_per_s": {m: {w: drained[m][w]["readings_per_s"] for w in ("ours", "original")} for m in drained},
         "drain_ratio_ours_over_original": {m: round(drained[m]["ours"]["readings_per_s"] / drained[m]["original"]["readings_per_s"], 2) for m in drained},
         "drain_detail": drained,
-        "drain_order": f"each query and mode in a Spark session (driver JVM) of its own: {WARM_UP_DRAINS} warm-up "
-                       f"drains of the whole backlog, then {MEASURED_DRAINS} measured; mean of the measured runs",
+        "drain_order": f"each query and mode in a Spark session (driver JVM) of its own: {drains[0]} warm-up "
+                       f"drains of the whole backlog, then {drains[1]} measured; mean of the measured runs",
         "drain_by_households": {h: r["readings_per_s"] for h, r in sweep.items()},
         "sweep_detail": {"mode": "prod", "readings_per_household": args.sweep_ticks, **sweep},
         "live_prod": live_prod,
@@ -564,7 +570,8 @@ def main() -> None:
         print(f"{'drain readings/s ' + mode:<34}{d['ours']:>14,}{d['original']:>14,}{result['drain_ratio_ours_over_original'][mode]:>10}")
     for q in ("p50", "p95", "p99"):
         print(f"{'latency demo ' + q + ' (s)':<34}{str(lat['ours'][q]):>14}{str(lat['original'][q]):>14}")
-    print(f"{'latency demo p99, three runs (s)':<34}{', '.join(str(r['p99']) for r in lat['ours_runs']):>14}")
+    runs = lat["ours_runs"]
+    print(f"{f'latency demo p99, {len(runs)} run(s) (s)':<34}{', '.join(str(r['p99']) for r in runs):>14}")
     for households, rate in result["drain_by_households"].items():
         print(f"{'drain prod, ' + f'{int(households):,}' + ' households':<34}{rate:>14,}")
     print(f"{'live prod batch p50/p95/max (ms)':<34}{live_prod['batch_ms_p50']:>14}{'':>14}"

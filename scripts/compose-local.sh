@@ -7,7 +7,7 @@
 #     arguments / image names; Kafka and the app images are built from the repo as usual.
 # Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
 #
-# usage: scripts/compose-local.sh [cluster] daemon|prepare|up [SERVICE…]|down|ps|logs [SERVICE]|config|... (other
+# usage: scripts/compose-local.sh [cluster] daemon|prepare|build|up [SERVICE…]|down|ps|logs [SERVICE]|config|... (other
 # words go to docker-compose). `cluster` first: the cluster variant (docker-compose.cluster.yml over
 # docker-compose.yml: 3 brokers, 2 Spark workers) as its own project, with volumes of its own. `prepare` makes the engine, base images and jars ready and prints the env
 # file to pass to docker-compose (the compose test runs the stack itself through pytest-docker).
@@ -109,6 +109,12 @@ case "${1:-up}" in
     docker image prune -f >/dev/null
     compose up -d "${targets[@]}"
     compose ps
+    ;;
+  build)
+    prepare
+    say "building images"
+    compose build
+    docker image prune -f >/dev/null
     ;;
   daemon) ensure_docker ;;
   down) shift; ensure_docker; compose down "$@" ;;
