@@ -99,8 +99,7 @@ def node_rows(executions: list[dict]) -> list[dict]:
 def batch_profile(ui: SparkUI, progress: dict, job_before: int, execution_before: int) -> dict:
     time.sleep(1)  # the UI learns of a finished execution through the listener bus, a moment later
     jobs = ui.jobs_after(job_before)
-    # The state operator's own timings come from the progress: its plan runs inside the
-    # foreachBatch sink's write, an execution of its own in the UI.
+    # The state operator's own timings come from the progress, which reports them per batch.
     state = [{k: op.get(k) for k in ("numRowsTotal", "numRowsUpdated", "allUpdatesTimeMs", "allRemovalsTimeMs",
                                      "commitTimeMs", "memoryUsedBytes")} for op in progress.get("stateOperators", [])]
     return {"input_rows": progress["numInputRows"], "duration_ms": progress["durationMs"], "state_operator": state,

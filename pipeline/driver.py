@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +23,7 @@ from .config import MODES, PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .processes import stop_flag_on_signals
-from .stream import BatchCounts, build_stream, make_sink
+from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing
 from .validate import REASONS
 
 log = logging.getLogger(__name__)
@@ -128,9 +130,95 @@ def attach_listener(spark, on_progress: Callable[[dict], None], on_idle: Callabl
     spark.streams.addListener(ProgressListener())
 
 
+class BatchCountsRouter:
+    """Hands each query's BatchCounts to its observer when Spark reports the batch's progress
+    (after its write and commit): one StreamingQueryListener per session, each run of a query
+    routed by its run id (a restart from the same checkpoint keeps the query's id). A query is
+    announced by name before it starts and bound to its run id when Spark reports its start,
+    which comes before any batch's report, and a finished run's last reports keep going to it,
+    never to the next query of the same name."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._announced: dict[str, deque] = {}
+        self._routes: dict[str, tuple] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  # the last 100 run ids, for wait_reported
+        self._changed = threading.Condition(self._lock)
+
+    def announce(self, name: str, tally, on_batch: Callable[[BatchCounts], None]) -> tuple:
+        route = (tally, on_batch)
+        with self._lock:
+            self._announced.setdefault(name, deque()).append(route)
+        return route
+
+    def withdraw(self, name: str, route: tuple) -> None:
+        """A query that did not start."""
+        with self._lock:
+            self._announced.get(name, deque()).remove(route)
+
+    def started(self, run_id: str, name: str) -> None:
+        with self._lock:
+            waiting = self._announced.get(name)
+            if waiting:
+                self._routes[run_id] = waiting.popleft()
+
+    def progressed(self, run_id: str, batch_id: int) -> None:
+        route = self._routes.get(run_id)
+        if route is None:
+            return
+        tally, on_batch = route
+        # Every task of the batch has added to the accumulator before its job ended, and a later
+        # batch's keys stay for its own report.
+        entries = {key: tally.value.pop(key) for key in list(tally.value) if key[0] <= batch_id}
+        on_batch(BatchCounts.from_tally(batch_id, entries, time.time() * 1000))
+
+    def terminated(self, run_id: str) -> None:
+        with self._lock:
+            self._routes.pop(run_id, None)
+            self._finished[run_id] = None
+            while len(self._finished) > 100:
+                self._finished.popitem(last=False)
+            self._changed.notify_all()
+
+    def wait_reported(self, run_id: str, timeout_s: float = 60.0) -> None:
+        """Until the ended run's every report has been handed over (Spark delivers them to
+        listeners asynchronously)."""
+        with self._lock:
+            if not self._changed.wait_for(lambda: run_id in self._finished, timeout_s):
+                raise TimeoutError(f"query run {run_id}: no end reported within {timeout_s:.0f} s")
+
+
+def batch_counts_router(spark) -> BatchCountsRouter:
+    """The session's router, registered with Spark on first use."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    router = getattr(spark, "_batch_counts_router", None)
+    if router is not None:
+        return router
+    router = BatchCountsRouter()
+
+    class Listener(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:
+            router.started(str(event.runId), event.name)
+
+        def onQueryProgress(self, event) -> None:
+            router.progressed(str(event.progress.runId), event.progress.batchId)
+
+        def onQueryIdle(self, event) -> None:
+            pass
+
+        def onQueryTerminated(self, event) -> None:
+            router.terminated(str(event.runId))
+
+    spark.streams.addListener(Listener())
+    spark._batch_counts_router = router
+    return router
+
+
 def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[BatchCounts], None] = log_batch,
                 checkpoint: Path | str | None = None):
-    """Start the job's query; `checkpoint` defaults to the one of the settings' rule."""
+    """Start the job's query; `checkpoint` defaults to the one of the settings' rule. `on_batch`
+    gets each batch's counts once Spark reports the batch (BatchCountsRouter)."""
     checkpoint = checkpoint or settings.checkpoint_dir()
     rule = settings.rule
     log.info("rule %r (mode %s, window %ds, slide %ds, threshold %g kWh, watermark %ds)",
@@ -140,11 +228,19 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
     if isinstance(checkpoint, Path):
         checkpoint.mkdir(parents=True, exist_ok=True)
     stream, tally = build_stream(spark, settings)
-    writer = (stream.writeStream
-              .queryName(f"energy-alerts-{rule.mode}")
-              .foreachBatch(make_sink(settings, tally, on_batch))
+    name = f"energy-alerts-{rule.mode}"
+    router = batch_counts_router(spark)
+    route = router.announce(name, tally, on_batch)
+    writer = (outgoing(stream, settings).writeStream.format("kafka")
+              .queryName(name)
+              .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+              .options(**SINK_OPTIONS)
               .option("checkpointLocation", str(checkpoint)))
-    return trigger(writer, settings, once).start()
+    try:
+        return trigger(writer, settings, once).start()
+    except Exception:
+        router.withdraw(name, route)
+        raise
 
 
 def trigger(writer, settings: Settings, once: bool):

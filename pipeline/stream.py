@@ -2,7 +2,8 @@
 
     read_readings (Kafka) -> parse_readings (validate.py) -> stage_panes
       -> alert_state: watermark, groupBy(state bucket), applyInPandasWithState(panes.advance)
-      -> make_sink (foreachBatch): alerts to ALERTS_TOPIC, dead letters to DLQ_TOPIC, counts
+      -> outgoing: each row's topic (ALERTS_TOPIC or DLQ_TOPIC), key and value, for Kafka's own
+         streaming sink (driver.start_query)
 
 Households are hashed into `STATE_BUCKETS` state keys, and one Python call handles a whole
 bucket with numpy (see panes.py), so Python's per-group overhead (about 0.8 ms of task time a
@@ -10,14 +11,14 @@ call here) is paid per bucket, not per household. The household id crosses into 
 an integer (panes.household_code) and is turned back into text natively for the alert.
 Invalid lines travel through the same operator untouched and leave as dead letters:
 splitting them off with a union before it would scan the Kafka batch twice. The state
-function also tallies what it did in an accumulator, which the sink reads after its write, so
-a micro-batch is one Spark job. Starting the query, its session and its bookkeeping are the
+function also tallies what it did in an accumulator, by batch id, which the driver reads when
+the batch's progress is reported, so a micro-batch is one Spark job and its output goes to
+Kafka's sink with no second plan. Starting the query, its session and its bookkeeping are the
 driver's (driver.py).
 """
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,9 +30,7 @@ from pyspark.accumulators import AccumulatorParam
 
 from .config import KWH_UNITS, Rule, Settings
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
-from .validate import parse_readings
-
-log = logging.getLogger(__name__)
+from .validate import parse_readings, wall_clock_s
 
 # What the state function returns for a bucket that has something to say: one row of parallel
 # arrays, its alerts (household code, window_start, kwh_units; dead_letter null) followed by its
@@ -41,12 +40,13 @@ log = logging.getLogger(__name__)
 # workers' 3.0 s of CPU in a demo drain (py-spy, 110,298 alerts). What a batch did (alerts by the
 # time their crossing reading reached Kafka, dead letters by reason, late readings) is tallied
 # by the state function in an accumulator (BatchTally), so a batch is one Spark job: the write.
+# Spark names the micro-batch of each task in this local property (MicroBatchExecution.BATCH_ID_KEY).
+BATCH_ID_PROPERTY = "streaming.sql.batchId"
 OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter")
 BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_units array<long>, "
                         "dead_letter array<string>")
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
 STATE_SCHEMA = "panes binary, alerted binary"
-SINK_ATTEMPTS = 5
 # Kafka client timeouts of the job's source and sink. A broker that dies without closing its
 # connections (a lost host or container) is only noticed through timeouts. With the clients'
 # defaults one batch stalled 84-95 s when a compose broker was killed, most of it the driver's
@@ -167,9 +167,10 @@ def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
 
 
 class BatchTally(AccumulatorParam):
-    """What the state function did in a batch, as {key: count}: ("alert", centisecond the
-    crossing reading reached Kafka), ("dlq", reason), ("late", ""). Its size is bounded by the
-    batch's output rows."""
+    """What the state function did, as {(batch id, kind, detail): count}: (batch, "alert",
+    centisecond the crossing reading reached Kafka), (batch, "dlq", reason), (batch, "late", "").
+    The driver takes a batch's keys out when the batch's progress is reported (driver.py), so
+    what it holds is bounded by a batch's or two's output rows."""
 
     def zero(self, _value):
         return {}
@@ -181,6 +182,8 @@ class BatchTally(AccumulatorParam):
 
 
 def make_state_function(rule: Rule, tally) -> Callable:
+    from pyspark import TaskContext
+
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
 
     def step(_key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
@@ -206,7 +209,8 @@ def make_state_function(rule: Rule, tally) -> Callable:
             state.update(result.state.to_bytes())
         counts = _tally(result.alerts, invalid, result.late_readings)
         if counts:
-            tally.add(counts)
+            batch = int(TaskContext.get().getLocalProperty(BATCH_ID_PROPERTY))
+            tally.add({(batch, *key): n for key, n in counts.items()})
         yield _output_rows(result.alerts, invalid, slide_s)
 
     return step
@@ -274,7 +278,7 @@ def alert_state(staged, rule: Rule, tally):
 
 def build_stream(spark, settings: Settings):
     """The streaming DataFrame of the job's output rows (before the sink), and the accumulator
-    its state function tallies each batch in (for make_sink)."""
+    its state function tallies each batch in (BatchTally)."""
     tally = spark.sparkContext.accumulator({}, BatchTally())
     parsed = parse_readings(read_readings(spark, settings), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
@@ -287,8 +291,10 @@ def alert_json(rule: Rule, household):
     the id's text).
 
     alert_id = first 32 hex digits of sha256("household|rule key|window start epoch"): the same
-    on every re-delivery of the window's alert. detected_at is when the sink planned the batch's
-    write."""
+    on every re-delivery of the window's alert. detected_at is the wall clock when the alert's
+    record is built, read like validate.wall_clock_s: Spark writes current_timestamp() into a
+    streaming query's generated code as the batch's time, after the optimizer, so every batch
+    compiled that stage again (tests/test_codegen.py)."""
     from pyspark.sql import functions as F
 
     def stamp(seconds):
@@ -305,9 +311,7 @@ def alert_json(rule: Rule, household):
         F.lit(rule.threshold_kwh).alias("threshold_kwh"),
         F.lit(rule.description).alias("rule"),
         F.lit(rule.mode).alias("mode"),
-        # Folded into a text literal when the sink plans the write, which the generated code
-        # takes by reference: the same code every batch (validate.wall_clock_s says why).
-        F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("detected_at"),
+        stamp(wall_clock_s()).alias("detected_at"),
     ))
 
 
@@ -319,14 +323,15 @@ class BatchCounts:
     alerts: int = 0
     late_readings: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
-    # (seconds from a crossing reading reaching Kafka to its alert written, how many alerts),
-    # latencies rounded to 10 ms.
+    # (seconds from a crossing reading reaching Kafka to the report of the batch that wrote its
+    # alert, how many alerts), latencies rounded to 10 ms.
     alert_latencies_s: list[tuple[float, int]] = field(default_factory=list)
 
     @classmethod
-    def from_tally(cls, batch_id: int, tally: dict, written_ms: float) -> "BatchCounts":
+    def from_tally(cls, batch_id: int, entries: dict, written_ms: float) -> "BatchCounts":
+        """From the batch's BatchTally entries, its alerts written by `written_ms` (epoch ms)."""
         counts = cls(batch_id)
-        for (kind, detail), n in tally.items():
+        for (_batch, kind, detail), n in entries.items():
             if kind == "alert":
                 counts.alerts += n
                 counts.alert_latencies_s.append((round((written_ms - detail * 10) / 1000, 2), n))
@@ -337,60 +342,29 @@ class BatchCounts:
         return counts
 
 
-def make_sink(settings: Settings, tally, on_batch: Callable[[BatchCounts], None]):
-    """foreachBatch: write the batch's alerts and dead letters, then report its counts (from
-    `tally`, build_stream's accumulator)."""
+def outgoing(stream, settings: Settings):
+    """The job's output rows as Kafka records: an alert to ALERTS_TOPIC keyed by its household,
+    a dead letter to DLQ_TOPIC as it is."""
     from pyspark.sql import functions as F
 
     is_alert = F.col("dead_letter").isNull()
-    # Built once: each column expression is a few calls into the JVM.
     key = household_text(F.col("household"))
-    outgoing_columns = [
+    return stream.select(
         F.when(is_alert, F.lit(settings.alerts_topic)).otherwise(F.lit(settings.dlq_topic)).alias("topic"),
         F.when(is_alert, key).alias("key"),
-        F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("dead_letter")).alias("value")]
-
-    def sink(df, batch_id: int) -> None:
-        outgoing = df.select(*outgoing_columns)
-        for attempt in range(1, SINK_ATTEMPTS + 1):
-            # An attempt runs the batch's whole plan, state function included, so the tally
-            # starts afresh with each.
-            tally.value = {}
-            if _write(outgoing, settings.bootstrap_servers, batch_id, attempt):
-                break
-        # Each alert's latency ends when it is in Kafka: after the write.
-        on_batch(BatchCounts.from_tally(batch_id, dict(tally.value), time.time() * 1000))
-
-    return sink
+        F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("dead_letter")).alias("value"))
 
 
 # The sink's producer sends at most 5 requests at a time per broker, and with the client's
 # defaults (16 KiB batches, no linger, no compression) a batch of 100,000 alerts took
 # thousands of round trips; bigger lz4 batches carry it in a few dozen. 2 ms of linger is
-# noise next to a 1 s trigger.
+# noise next to a 1 s trigger. A record the broker does not take is retried by the client for up
+# to 5 minutes, as the producer's are; then the write task fails, and with it the batch.
 SINK_OPTIONS = {
     **KAFKA_FAILOVER_OPTIONS,
     "kafka.acks": "all",
+    "kafka.delivery.timeout.ms": "300000",
     "kafka.batch.size": str(256 * 1024),
     "kafka.linger.ms": "2",
     "kafka.compression.type": "lz4",
 }
-
-
-def _write(outgoing, bootstrap: str, batch_id: int, attempt: int) -> bool:
-    """One attempt at the Kafka write of a batch: True once written. A failure is logged and
-    followed by a backoff; the last one is raised: the query stops and a restart replays the
-    batch, so nothing is skipped."""
-    try:
-        (outgoing.write.format("kafka")
-         .option("kafka.bootstrap.servers", bootstrap)
-         .options(**SINK_OPTIONS)
-         .save())
-        return True
-    except Exception as exc:  # py4j raises Java's exceptions as one Python type or another
-        if attempt == SINK_ATTEMPTS:
-            raise
-        log.warning("batch %d: Kafka write failed (attempt %d of %d), retrying: %s",
-                    batch_id, attempt, SINK_ATTEMPTS, str(exc).strip().splitlines()[0][:300])
-        time.sleep(2 ** attempt)
-        return False

@@ -97,8 +97,8 @@ def records(settings: Settings, topic: str) -> list:
 def run_job_once(spark, settings: Settings, on_batch=None):
     """Run the stream job in this process until the available input is processed (its topics
     created first, as `energy-monitor stream` does); returns each batch's counts, which are also
-    handed to `on_batch` as each batch ends."""
-    from pipeline.driver import start_query
+    handed to `on_batch` as each batch is reported."""
+    from pipeline.driver import batch_counts_router, start_query
 
     ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     seen = []
@@ -111,6 +111,7 @@ def run_job_once(spark, settings: Settings, on_batch=None):
     query = start_query(spark, settings, once=True, on_batch=observe)
     query.awaitTermination()
     assert query.exception() is None, query.exception()
+    batch_counts_router(spark).wait_reported(query.runId)
     return seen
 
 
