@@ -152,9 +152,11 @@ class BatchCountsRouter:
         return route
 
     def withdraw(self, name: str, route: tuple) -> None:
-        """A query that did not start."""
+        """A query that did not start (unless Spark reported its start all the same)."""
         with self._lock:
-            self._announced.get(name, deque()).remove(route)
+            waiting = self._announced.get(name, deque())
+            if route in waiting:
+                waiting.remove(route)
 
     def started(self, run_id: str, name: str) -> None:
         with self._lock:
