@@ -536,11 +536,9 @@ def main() -> None:
             # latency runs below follow a discarded warm-up run.
             print(f"live prod: {args.live_prod_households:,} households in real time, twice: this JVM's "
                   "first live load, then the measured run", flush=True)
-            live_prod_first = live_prod_batches(spark, settings, args.live_prod_households,
-                                                args.live_prod_backlog_ticks, args.live_prod_seconds,
-                                                args.live_prod_warm_up)
-            live_prod = live_prod_batches(spark, settings, args.live_prod_households, args.live_prod_backlog_ticks,
-                                          args.live_prod_seconds, args.live_prod_warm_up)
+            live_prod_first, live_prod = (
+                live_prod_batches(spark, settings, args.live_prod_households, args.live_prod_backlog_ticks,
+                                  args.live_prod_seconds, args.live_prod_warm_up) for _ in range(2))
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
                           args.live_households, args.latency_seconds, Path(folder), live_runs)

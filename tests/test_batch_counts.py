@@ -58,6 +58,15 @@ def test_a_query_that_did_not_start_is_withdrawn():
     assert [c.late_readings for c in seen] == [2]
 
 
+def test_withdrawing_a_start_spark_already_reported_leaves_the_route_bound():
+    router, seen = BatchCountsRouter(), []
+    route = router.announce("q", tally({(0, "alert", 1): 4}), seen.append)
+    router.started("run-1", "q")  # reported before start() raised in the caller
+    router.withdraw("q", route)
+    router.progressed("run-1", 0)
+    assert [c.alerts for c in seen] == [4]
+
+
 def test_unknown_runs_are_ignored_and_waiting_ends_with_the_run():
     router = BatchCountsRouter()
     router.progressed("someone-else", 3)
