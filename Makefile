@@ -43,14 +43,14 @@ test-compose: deps
 	scripts/compose-local.sh daemon
 	COMPOSE_HTTP_TIMEOUT=300 $(PYTEST) -q -ra -m compose_run
 
-# docker compose on a machine without an image registry (see README, "Docker compose").
+# docker compose on a machine without an image registry (docs/operations.md, "Docker compose").
 compose-up: deps
 	scripts/compose-local.sh up
 
 compose-down:
 	scripts/compose-local.sh down
 
-# Ours vs the original query, side by side (README, "Performance"); writes bench/latest.{json,png};
+# Ours vs the original query, side by side (docs/performance.md); writes bench/latest.{json,png};
 # then the highest live prod rate each keeps up with for 5 minutes (added to bench/latest.json).
 # Then the history at 1,000 households x 24 h: size per day, commit and page times (bench/history.json).
 bench: deps
@@ -58,7 +58,7 @@ bench: deps
 	$(VENV)/bin/python bench/sustained.py
 	$(VENV)/bin/python bench/history.py
 
-# Where a batch of our job spends its time, per Spark stage (README, "Performance"): bench/stages.json.
+# Where a batch of our job spends its time, per Spark stage (docs/performance.md): bench/stages.json.
 bench-stages: deps
 	$(VENV)/bin/python bench/stages.py
 

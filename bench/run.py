@@ -140,17 +140,9 @@ def drain(settings: Settings, readings: int, drains: tuple[int, int] = DRAINS) -
     measured) drains of the whole backlog; a rate is the measured ones' mean. Returns the
     rates by mode and query, and each session's peak RSS.
 
-    Both queries used to share one session, alternating (ours, original, original, ours after
-    warm-ups by both), and each ran on a heap and a JIT the other had shaped (ninth round): in
-    one JVM that drained demo only, ours' drain right after two of the original's took 6.6 s
-    against 5.0 and 5.1 s before them; the original's demo drains took 6.0 and 6.9 s in the
-    eighth round's `make bench`, after both queries' prod drains in the same JVM, against
-    7.3-10.3 s in JVMs that drained demo only (every drain after a JVM's first).
-
-    A drain on a cold JVM pays its JIT compiling: ours' first demo drain took 16 s, its next
-    ones 7.6, 5.6, 5.8 and 4.7 s (its own JVM, ninth round), and a warm-up of a tenth of the
-    backlog was not enough (the fifth round's measured drains kept getting faster: 13.9, 12.7,
-    11.1, 10.4 s)."""
+    A session of its own per query and mode keeps either from running on a heap and JIT the
+    other shaped; the warm-up drains let the JIT finish compiling before the measured ones
+    (docs/performance.md)."""
     out: dict = {}
     memory: dict = {}
     for mode in ("demo", "prod"):
@@ -531,7 +523,7 @@ def main() -> None:
             print(f"household sweep (prod, {args.sweep_ticks} readings per household)", flush=True)
             sweep = household_sweep(spark, settings, args.sweep_households, args.sweep_ticks)
             # A JVM's first live load at a 1 s trigger runs the per-batch code more often than the
-            # drains did, and its first ~30 s of batches wait for the JIT (README, "Tenth round").
+            # drains did, and its first ~30 s of batches wait for the JIT (docs/performance.md).
             # Both runs are reported; the second, on a JVM past that, is the measurement, as the
             # latency runs below follow a discarded warm-up run.
             print(f"live prod: {args.live_prod_households:,} households in real time, twice: this JVM's "
@@ -542,7 +534,7 @@ def main() -> None:
             print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s", flush=True)
             lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"),
                           args.live_households, args.latency_seconds, Path(folder), live_runs)
-            # This session's figures are the load earlier rounds measured (both queries' drains in
+            # This session runs the whole load (both queries' drains in
             # both modes, the sweep, the live runs), read at the end, when exited Python workers no
             # longer count; a drain session's are read right after its last drain.
             memory = {**peak_rss_mib(), "drain_sessions": drain_memory}

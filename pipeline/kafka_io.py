@@ -1,7 +1,7 @@
 """Kafka plumbing shared by the commands: topics, an idempotent producer, reading a topic.
 
 The client is confluent-kafka (librdkafka): on the producer path it measured several times
-faster than kafka-python from one Python process (README, "Kafka client").
+faster than kafka-python from one Python process (docs/decisions/0006-confluent-kafka.md).
 """
 from __future__ import annotations
 

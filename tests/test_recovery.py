@@ -84,8 +84,7 @@ def test_mode_switch_needs_no_checkpoint_cleanup(make_settings, spark):
 def test_checkpoint_files_go_through_the_filesystem_manager(spark, tmp_path):
     """The manager Spark builds for a checkpoint (query offsets, commits, state deltas) is the
     FileSystem-based one: without Hadoop's native library the default (FileContext) one runs
-    `readlink` as a child process for every rename, about 16 a batch (README, "Checkpoint files
-    without child processes")."""
+    `readlink` as a child process for every rename, about 16 a batch (driver.spark_session)."""
     jvm = spark._jvm
     checkpoint = jvm.org.apache.hadoop.fs.Path(tmp_path.as_uri())
     hadoop_conf = spark._jsparkSession.sessionState().newHadoopConf()
