@@ -22,10 +22,21 @@ esac
 case $url in
   *"'"*|*'"'*|*" "*) echo "ALERT_WEBHOOK_URL must not contain quotes or spaces" >&2; exit 2 ;;
 esac
+watchdog_placeholder=http://127.0.0.1:9099/watchdog
+watchdog=${WATCHDOG_WEBHOOK_URL:-$watchdog_placeholder}
+case $watchdog in
+  http://*|https://*) ;;
+  *) echo "WATCHDOG_WEBHOOK_URL must start with http:// or https://, got: $watchdog" >&2; exit 2 ;;
+esac
+case $watchdog in
+  *"'"*|*'"'*|*" "*) echo "WATCHDOG_WEBHOOK_URL must not contain quotes or spaces" >&2; exit 2 ;;
+esac
 # index/substr rather than sed or gsub: a URL's '&' and '|' are special to those.
-awk -v placeholder="$placeholder" -v url="$url" '{
+awk -v placeholder="$placeholder" -v url="$url" -v wplaceholder="$watchdog_placeholder" -v wurl="$watchdog" '{
   i = index($0, placeholder)
   if (i) $0 = substr($0, 1, i - 1) url substr($0, i + length(placeholder))
+  i = index($0, wplaceholder)
+  if (i) $0 = substr($0, 1, i - 1) wurl substr($0, i + length(wplaceholder))
   print
 }' "$template" > "$out"
 if $render_only; then exit 0; fi

@@ -13,7 +13,6 @@ cannot be written, the gathered batch is kept and retried: nothing is skipped or
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,41 +21,12 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from .alerts import parse_alert
-from .clock import parse_utc
+from .contract import parse_reading
 from .history import HistoryStore, HistoryUnavailable, alerts_table, energy_table
 from .kafka_io import client_config
 from .metrics import HistoryMetrics
-from .validate import DECIMAL_RE, HOUSEHOLD_RE, MAX_EPOCH_S, MIN_EPOCH_S, TIMESTAMP_RE
 
 log = logging.getLogger(__name__)
-
-
-def _python(pattern: str) -> re.Pattern:
-    """validate.py's Java patterns: `\\z` (end of input) is `\\Z` in Python."""
-    return re.compile(pattern.replace(r"\z", r"\Z"))
-
-
-_TIMESTAMP, _HOUSEHOLD, _DECIMAL = _python(TIMESTAMP_RE), _python(HOUSEHOLD_RE), _python(DECIMAL_RE)
-
-
-def parse_reading(value: bytes | None, max_line_bytes: int, max_kwh: float) -> tuple[str, int, float] | None:
-    """(household, epoch s, kWh) of a line the stream job accepts as to its fields, else None."""
-    if not value or len(value) > max_line_bytes:
-        return None
-    try:
-        fields = value.decode("utf-8").split(",")
-    except UnicodeDecodeError:
-        return None
-    if len(fields) != 3 or not (_TIMESTAMP.match(fields[0]) and _HOUSEHOLD.match(fields[1])
-                                and _DECIMAL.match(fields[2])):
-        return None
-    try:
-        epoch, kwh = parse_utc(fields[0]), float(fields[2])
-    except ValueError:
-        return None
-    if not (MIN_EPOCH_S <= epoch < MAX_EPOCH_S and 0 <= kwh <= max_kwh):
-        return None
-    return fields[1], epoch, kwh
 
 
 @dataclass(frozen=True)
@@ -68,6 +38,7 @@ class ArchiveConfig:
     slot_s: int
     max_line_bytes: int
     max_kwh: float
+    future_skew_s: int = 3600
     flush_s: float = 5.0
     max_records: int = 200_000
     retention_days: int = 7
@@ -162,7 +133,7 @@ class Archiver:
         self._committed.update({(topic, p): o for p, o in next_offsets.items()})
 
     def _energy_rows(self, messages: list):
-        parsed = [parse_reading(m.value(), self.config.max_line_bytes, self.config.max_kwh) for m in messages]
+        parsed = [parse_reading(m.value(), self.config.max_line_bytes, self.config.max_kwh, self.config.future_skew_s) for m in messages]
         valid = [p for p in parsed if p is not None]
         if not valid:
             return None, len(parsed)

@@ -200,7 +200,7 @@ def cmd_archive(settings: Settings, args) -> int:
         serve(registry, settings.metrics_host, settings.history_metrics_port)
     config = ArchiveConfig(settings.bootstrap_servers, settings.readings_topic, settings.alerts_topic,
                            settings.history_group, settings.rule.slide_s, settings.max_line_bytes,
-                           settings.max_reading_kwh, settings.history_flush_seconds,
+                           settings.max_reading_kwh, settings.future_skew_s, settings.history_flush_seconds,
                            retention_days=settings.history_retention_days)
     print(f"archiving {settings.readings_topic} and {settings.alerts_topic} into {settings.history_root}", flush=True)
     stop = threading.Event()
@@ -214,13 +214,18 @@ def cmd_archive(settings: Settings, args) -> int:
 def cmd_history(settings: Settings, args) -> int:
     import csv
 
-    from .history import ALERT_FIELDS, AlertQuery, HistoryStore, alert_documents
+    from .history import (ALERT_FIELDS, INCIDENT_FIELDS, AlertQuery, HistoryStore, alert_documents,
+                          incident_documents, incidents)
 
-    query = AlertQuery(args.household, _utc_option(args.since, "--since"), _utc_option(args.until, "--until"),
-                       args.limit)
-    documents = alert_documents(HistoryStore(settings.history_root).alerts(query))
+    since, until = _utc_option(args.since, "--since"), _utc_option(args.until, "--until")
+    store = HistoryStore(settings.history_root)
+    if args.incidents:
+        found = incidents(store.alerts(AlertQuery(args.household, since, until)))
+        documents, fields = incident_documents(found.tail(args.limit) if args.limit else found), INCIDENT_FIELDS
+    else:
+        documents, fields = alert_documents(store.alerts(AlertQuery(args.household, since, until, args.limit))), ALERT_FIELDS
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, ALERT_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(documents)
     else:
@@ -321,6 +326,9 @@ def _add_history(sub) -> None:
     p.add_argument("--until", help="only windows starting before this time (ISO-8601)")
     p.add_argument("--limit", type=_positive_int, help="only the newest N of those")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--incidents", action="store_true",
+                   help="one line per incident: a household's run of alerts of one kind, windows at most one "
+                        "window apart (with --limit: the newest N incidents)")
     p.set_defaults(func=cmd_history)
 
 

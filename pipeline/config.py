@@ -19,16 +19,20 @@ from typing import Mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 MODES = {
-    "demo": {"window": "1 minute", "slide": "15 seconds", "threshold": 0.05},
-    "prod": {"window": "15 minutes", "slide": "15 seconds", "threshold": 2.0},
+    "demo": {"window": "1 minute", "slide": "15 seconds", "threshold": 0.05,
+             "baseline_slot": "10 minutes", "baseline_slots": 1, "baseline_min_kwh": 0.01,
+             "baseline_min_sigma_kwh": 0.002},
+    "prod": {"window": "15 minutes", "slide": "15 seconds", "threshold": 2.0,
+             "baseline_slot": "1 hour", "baseline_slots": 24, "baseline_min_kwh": 0.5,
+             "baseline_min_sigma_kwh": 0.05},
 }
 STARTING_OFFSETS = ("recent", "earliest", "latest")
 ALIASES = {"readings_topic": ("SOURCE_TOPIC", "TOPIC")}
 KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and order-independent
-# The layout of the job's state: panes.py's encoding and stream.bucket_keys' keys. Part of the
-# checkpoint's name, so a new layout starts a checkpoint of its own instead of misreading an old
-# one (4: keys balanced over the shuffle partitions; 5: consecutive panes without offsets).
-STATE_FORMAT = 5
+# The layout of the job's state: panes.py's and baseline.py's encodings and stream.bucket_keys'
+# keys. Part of the checkpoint's name, so a new layout starts a checkpoint of its own instead of
+# misreading an old one.
+STATE_FORMAT = 6
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0
@@ -96,6 +100,68 @@ class Rule:
     def key(self) -> str:
         """What identifies the rule in alert ids: the mode name is only a label for it."""
         return f"w{self.window_s}-s{self.slide_s}-t{self.threshold_kwh:g}"
+
+
+@dataclass(frozen=True)
+class BaselineRule:
+    """The per-household baseline rule (docs/contract.md, "Baseline rule"): an EWMA mean and
+    variance per household and slot, learned from tumbling windows of the fixed rule's length."""
+
+    window_s: int
+    slide_s: int
+    watermark_s: int
+    slot_s: int
+    slots: int
+    alpha: float
+    k: float
+    warmup: int
+    min_kwh: float
+    min_sigma_kwh: float
+    forget_after_s: int
+
+    @property
+    def slot_name(self) -> str:
+        if self.slot_s == 3600 and self.slots == 24:
+            return "hour of day"
+        if self.slots == 1:
+            return "one for all times"
+        return f"{human_duration(self.slot_s)} of {human_duration(self.slot_s * self.slots)}"
+
+    @property
+    def description(self) -> str:
+        return f"kwh>baseline+{self.k:g}\u03c3 over {human_duration(self.window_s)} (slot: {self.slot_name})"
+
+    @property
+    def key(self) -> str:
+        """What identifies the rule in alert ids."""
+        return (f"baseline-w{self.window_s}-s{self.slide_s}-slot{self.slot_s}x{self.slots}-a{self.alpha:g}"
+                f"-k{self.k:g}-n{self.warmup}-m{self.min_kwh:g}-sd{self.min_sigma_kwh:g}")
+
+    @property
+    def learning_shape(self) -> tuple:
+        """What the learned state depends on; the scoring parameters (k, warm-up, floors) are not
+        in it, so changing them keeps what was learned."""
+        return (self.window_s, self.slot_s, self.slots, self.alpha)
+
+
+def make_baseline(mode: str, rule: "Rule", slot: str = "", slots: str = "", alpha: float = 0.1,
+                  k: float = 3.0, warmup: int = 8, min_kwh: str = "", min_sigma: str = "",
+                  forget_after: str = "35 days") -> BaselineRule:
+    base = MODES[mode]
+    slot_s = parse_duration(slot or base["baseline_slot"], "BASELINE_SLOT")
+    slot_count = int(_number("BASELINE_SLOTS", base["baseline_slots"] if slots in (None, "") else slots, 1, 10_000))
+    if slot_count != float(slots or slot_count):
+        raise ConfigError(f"BASELINE_SLOTS: must be a whole number, got {slots!r}")
+    return BaselineRule(
+        rule.window_s, rule.slide_s, rule.watermark_s, slot_s, slot_count,
+        _number("BASELINE_ALPHA", alpha, 0.0, 1.0, low_inclusive=False),
+        _number("BASELINE_K", k, 0.0, 1000.0),
+        int(_number("BASELINE_WARMUP", warmup, 1, 65_535)),
+        _number("BASELINE_MIN_KWH", base["baseline_min_kwh"] if min_kwh in (None, "") else min_kwh, 0.0,
+                MAX_READING_KWH_LIMIT * 1e6),
+        _number("BASELINE_MIN_SIGMA_KWH", base["baseline_min_sigma_kwh"] if min_sigma in (None, "") else min_sigma,
+                0.0, MAX_READING_KWH_LIMIT * 1e6),
+        parse_duration(forget_after, "BASELINE_FORGET_AFTER"))
 
 
 def make_rule(mode: str, window: str = "", slide: str = "", threshold: str = "",
@@ -198,6 +264,7 @@ class Settings:
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
+    watchdog_webhook_url: str = ""
     grafana_api_token: str = ""
     grafana_admin_user: str = "admin"
     grafana_admin_password: str = ""
@@ -206,15 +273,32 @@ class Settings:
     log_max_bytes: int = 10_485_760
     log_backups: int = 3
     log_level: str = "INFO"
+    baseline: str = "on"
+    baseline_slot: str = ""
+    baseline_slots: str = ""
+    baseline_alpha: float = 0.1
+    baseline_k: float = 3.0
+    baseline_warmup: int = 8
+    baseline_min_kwh: str = ""
+    baseline_min_sigma_kwh: str = ""
+    baseline_forget_after: str = "35 days"
     # Derived when built (never read from the environment): the parsed forms of the above.
     rule: Rule = field(init=False, compare=False, repr=False)
+    baseline_rule: BaselineRule | None = field(init=False, compare=False, repr=False)
     trigger_s: int = field(init=False, compare=False, repr=False)
     future_skew_s: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        rule = make_rule(self.run_mode, self.window_duration, self.slide_duration, self.threshold_kwh,
+                         self.watermark_delay)
+        if self.baseline not in ("on", "off"):
+            raise ConfigError(f"BASELINE: must be on or off, got {self.baseline!r}")
         derived = {
-            "rule": make_rule(self.run_mode, self.window_duration, self.slide_duration,
-                              self.threshold_kwh, self.watermark_delay),
+            "rule": rule,
+            "baseline_rule": None if self.baseline == "off" else make_baseline(
+                self.run_mode, rule, self.baseline_slot, self.baseline_slots, self.baseline_alpha, self.baseline_k,
+                self.baseline_warmup, self.baseline_min_kwh, self.baseline_min_sigma_kwh,
+                self.baseline_forget_after),
             "trigger_s": parse_duration(self.trigger_interval, "TRIGGER_INTERVAL"),
             "future_skew_s": parse_duration(self.max_future_skew, "MAX_FUTURE_SKEW"),
         }
@@ -244,6 +328,9 @@ class Settings:
         if self.alert_webhook_url and not re.fullmatch(r"https?://[^\s'\"]+", self.alert_webhook_url):
             raise ConfigError(f"ALERT_WEBHOOK_URL: an http:// or https:// URL without spaces or quotes, "
                               f"got {self.alert_webhook_url!r}")
+        if self.watchdog_webhook_url and not re.fullmatch(r"https?://[^\s'\"]+", self.watchdog_webhook_url):
+            raise ConfigError(f"WATCHDOG_WEBHOOK_URL: an http:// or https:// URL without spaces or quotes, "
+                              f"got {self.watchdog_webhook_url!r}")
         if not self.bootstrap_servers.strip():
             raise ConfigError("BOOTSTRAP_SERVERS: must name at least one host:port")
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
@@ -278,15 +365,19 @@ class Settings:
         return self.future_skew_s // 2
 
     def checkpoint_dir(self) -> Path | str:
-        """A checkpoint per everything that shapes the job's state, so a mode or rule switch
-        starts a fresh state of its own and switching back resumes the old one."""
+        """A checkpoint per everything that shapes the job's state, so a mode or window switch
+        starts a fresh state of its own and switching back resumes the old one. The scoring
+        parameters (THRESHOLD_KWH, BASELINE_K, BASELINE_WARMUP, the floors) are not part of it:
+        changing them keeps what the baseline learned (the state notes which rule its alerted
+        windows belong to)."""
         rule = self.rule
+        learning = self.baseline_rule.learning_shape if self.baseline_rule else "off"
         shape = "|".join(str(v) for v in (
-            rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s, self.max_reading_kwh,
+            rule.window_s, rule.slide_s, rule.watermark_s, self.max_reading_kwh, learning,
             self.state_buckets, self.shuffle_partitions, self.readings_topic, self.alerts_topic,
             self.dlq_topic, STATE_FORMAT))
         digest = hashlib.sha256(shape.encode()).hexdigest()[:10]
-        name = f"{rule.mode}-{rule.key}-wm{rule.watermark_s}-{digest}"
+        name = f"{rule.mode}-w{rule.window_s}-s{rule.slide_s}-wm{rule.watermark_s}-{digest}"
         if "://" in self.checkpoint_root:  # s3a://, hdfs://: Spark's storage, not a local folder
             return f"{self.checkpoint_root.rstrip('/')}/{name}"
         return Path(self.checkpoint_root) / name

@@ -24,7 +24,7 @@ from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .processes import stop_flag_on_signals
 from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing
-from .validate import REASONS
+from .contract import REASONS
 
 log = logging.getLogger(__name__)
 

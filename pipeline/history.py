@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -27,13 +27,18 @@ import pyarrow.fs as pa_fs
 log = logging.getLogger(__name__)
 
 ALERT_FIELDS = ["alert_id", "household_id", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
-                "mode", "detected_at"]
+                "mode", "detected_at", "kind", "baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot"]
+# The baseline rule's fields: a table written before they existed gains them (HistoryStore.create).
+BASELINE_FIELDS = ("baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot")
 _TS = pa.timestamp("us", tz="UTC")
 ALERTS_SCHEMA = pa.schema([
     ("alert_id", pa.string()), ("household_id", pa.string()), ("window_start", _TS), ("window_end", _TS),
     ("kwh", pa.float64()), ("threshold_kwh", pa.float64()), ("rule", pa.string()), ("mode", pa.string()),
-    ("detected_at", _TS), ("day", pa.string()),
+    ("detected_at", _TS), ("day", pa.string()), ("kind", pa.string()), ("baseline_kwh", pa.float64()),
+    ("baseline_sigma_kwh", pa.float64()), ("baseline_windows", pa.int64()), ("slot", pa.int64()),
 ])
+_ADDED_COLUMNS = {"kind": "string", "baseline_kwh": "double", "baseline_sigma_kwh": "double",
+                  "baseline_windows": "long", "slot": "long"}
 ENERGY_SCHEMA = pa.schema([
     ("household_id", pa.string()), ("slot_start", _TS), ("kwh", pa.float64()), ("readings", pa.int64()),
     ("day", pa.string()),
@@ -67,6 +72,9 @@ def alerts_table(alerts: list[dict]) -> pa.Table:
     for name in ("window_start", "window_end", "detected_at"):
         frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
     frame["day"] = day_of(frame.window_end)
+    frame["kind"] = frame["kind"].fillna("threshold")  # alerts written before the baseline rule
+    for name in ("baseline_windows", "slot"):
+        frame[name] = frame[name].astype("Int64")
     return pa.Table.from_pandas(frame, schema=ALERTS_SCHEMA, preserve_index=False)
 
 
@@ -79,10 +87,19 @@ def energy_table(frame: pd.DataFrame) -> pa.Table:
 
 def alert_documents(frame: pd.DataFrame) -> list[dict]:
     """Rows of the alerts table -> alert documents with the topic's field formats."""
-    out = frame[ALERT_FIELDS].copy()
+    out = frame.reindex(columns=ALERT_FIELDS).astype({name: object for name in BASELINE_FIELDS})
     for name in ("window_start", "window_end", "detected_at"):
         out[name] = out[name].dt.strftime(_STAMP).fillna("")
-    return out.to_dict("records")
+    out["kind"] = out["kind"].fillna("threshold")
+    records = out.to_dict("records")
+    for record in records:  # a fixed-rule alert has no baseline fields, as on the topic
+        for name in BASELINE_FIELDS:
+            value = record[name]
+            if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+                del record[name]
+            elif name in ("baseline_windows", "slot"):
+                record[name] = int(value)
+    return records
 
 
 class HistoryStore:
@@ -113,7 +130,7 @@ class HistoryStore:
         """The table's current files as an Arrow dataset. A local table is read through Arrow's
         own file system: through delta-rs's default one, Arrow's I/O threads call back into
         Python, and a process that had read a table with many files aborted at interpreter exit
-        ("terminate called without an active exception") in 30 of 50 runs (README, "Alert history").
+        ("terminate called without an active exception") in 30 of 50 runs (docs/decisions/0007-delta-rs-history.md).
         Object stores keep delta-rs's file system, which knows their credentials and endpoints."""
         if "://" in self.root:
             return delta.to_pyarrow_dataset()
@@ -125,12 +142,28 @@ class HistoryStore:
         from deltalake import DeltaTable
 
         for table, schema in (("alerts", ALERTS_SCHEMA), ("energy", ENERGY_SCHEMA)):
-            if self._open(table) is None:
+            existing = self._open(table)
+            if existing is not None and table == "alerts":
+                self._add_missing_columns(existing)
+            if existing is None:
                 try:
                     DeltaTable.create(self._uri(table), schema=schema, partition_by=["day"], mode="ignore",
                                       configuration=TABLE_PROPERTIES)
                 except Exception as exc:  # delta-rs: no common base for I/O and object-store errors
                     raise HistoryUnavailable(f"cannot create {self._uri(table)}: {_first_line(exc)}") from exc
+
+    def _add_missing_columns(self, delta) -> None:
+        """An alerts table written before the baseline rule gains its columns (null in old rows)."""
+        from deltalake import Field
+
+        have = set(delta.schema().to_arrow().names)
+        missing = [Field(name, kind, nullable=True) for name, kind in _ADDED_COLUMNS.items() if name not in have]
+        if missing:
+            try:
+                delta.alter.add_columns(missing)
+            except Exception as exc:  # delta-rs: no common base for I/O and object-store errors
+                raise HistoryUnavailable(f"cannot add columns to {self._uri('alerts')}: {_first_line(exc)}") from exc
+            log.info("alerts table: added columns %s", ", ".join(f.name for f in missing))
 
     # Writing (the archiver is the only writer).
 
@@ -160,8 +193,8 @@ class HistoryStore:
         return int(result["num_target_rows_inserted"])
 
     def maintain(self, retention_days: int) -> dict[str, int]:
-        """Drop days more than `retention_days` before the table's newest day (event time, so
-        replayed old data is kept as long as live data), fold closed days of `energy` to one row
+        """Drop days more than `retention_days` before the table's newest day up to tomorrow
+        (event time, so replayed old data is kept as long as live data), fold closed days of `energy` to one row
         per (household, slot), compact small files, and delete files unreferenced for an hour
         (a reader still on an older version keeps its files)."""
         done = {"days_dropped": 0, "days_folded": 0, "files_compacted": 0}
@@ -170,7 +203,10 @@ class HistoryStore:
             days = sorted({p["day"] for p in delta.partitions()}) if delta is not None else []
             if not days:
                 continue
-            newest = datetime.fromisoformat(days[-1])
+            # A day stamped ahead of tomorrow (a bad sender's record that got in) never moves the
+            # cutoff: retention must not drop real days.
+            tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
+            newest = datetime.fromisoformat(min(days[-1], tomorrow))
             cutoff = (newest - timedelta(days=retention_days)).strftime("%Y-%m-%d")
             if days[0] < cutoff:
                 delta.delete(f"day < '{cutoff}'")
@@ -211,7 +247,9 @@ class HistoryStore:
                 cutoff = pc.select_k_unstable(starts, query.limit, [("window_start", "descending")])
                 condition = _all([condition, pc.field("window_start") >= pc.min(starts.take(cutoff))])
         frame = dataset.to_table(filter=condition).to_pandas()
-        frame = frame.sort_values(["window_start", "household_id"], kind="stable", ignore_index=True)
+        if "kind" not in frame:
+            frame["kind"] = "threshold"
+        frame = frame.sort_values(["window_start", "household_id", "kind"], kind="stable", ignore_index=True)
         return frame.tail(query.limit).reset_index(drop=True) if query.limit is not None else frame
 
     def alert_counts(self, period: timedelta, by_hour: bool = False) -> pd.DataFrame:
@@ -276,6 +314,48 @@ def _alert_filters(query: AlertQuery) -> list:
     if query.until:
         parts.append(pc.field("window_start") < pa.scalar(query.until, type=_TS))
     return parts
+
+
+INCIDENT_FIELDS = ["household_id", "kind", "first_window_start", "last_window_end", "windows", "peak_kwh",
+                   "peak_window_start", "baseline_kwh", "peak_ratio"]
+
+
+def incidents(frame: pd.DataFrame) -> pd.DataFrame:
+    """Alerts (rows of the alerts table) -> incidents: maximal runs of one household's alerts of
+    one kind whose window starts lie at most one window apart; oldest first. A baseline
+    incident carries the baseline of its peak window and the peak's ratio to it."""
+    if frame.empty:
+        return pd.DataFrame(columns=INCIDENT_FIELDS)
+    alerts = frame.assign(kind=frame["kind"].fillna("threshold") if "kind" in frame else "threshold")
+    if "baseline_kwh" not in alerts:
+        alerts["baseline_kwh"] = float("nan")
+    alerts = alerts.sort_values(["household_id", "kind", "window_start"], kind="stable", ignore_index=True)
+    length = alerts.window_end - alerts.window_start
+    same = (alerts.household_id == alerts.household_id.shift()) & (alerts.kind == alerts.kind.shift())
+    new = ~same | (alerts.window_start - alerts.window_start.shift() > length)
+    alerts["incident"] = new.cumsum()
+    groups = alerts.groupby("incident", sort=False)
+    peak = alerts.loc[groups.kwh.idxmax()].set_index("incident")
+    out = pd.DataFrame({
+        "household_id": groups.household_id.first(), "kind": groups.kind.first(),
+        "first_window_start": groups.window_start.min(), "last_window_end": groups.window_end.max(),
+        "windows": groups.size(), "peak_kwh": peak.kwh, "peak_window_start": peak.window_start,
+        "baseline_kwh": peak.baseline_kwh.where(peak.kind == "baseline"),
+    })
+    out["peak_ratio"] = (out.peak_kwh / out.baseline_kwh).round(2)
+    return out.sort_values(["first_window_start", "household_id", "kind"], ignore_index=True)[INCIDENT_FIELDS]
+
+
+def incident_documents(frame: pd.DataFrame) -> list[dict]:
+    out = frame.copy()
+    for name in ("first_window_start", "last_window_end", "peak_window_start"):
+        out[name] = out[name].dt.strftime(_STAMP)
+    records = out.astype(object).to_dict("records")
+    for record in records:
+        record["windows"] = int(record["windows"])
+        if record["kind"] != "baseline":
+            del record["baseline_kwh"], record["peak_ratio"]
+    return records
 
 
 def fold_energy(frame: pd.DataFrame) -> pd.DataFrame:

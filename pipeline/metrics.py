@@ -107,7 +107,14 @@ class StreamMetrics:
                                     registry=registry)
         self.invalid = Counter("energy_invalid_readings_total", "Readings sent to the dead-letter topic.",
                                ["reason"], registry=registry)
-        self.alerts = Counter("energy_alerts_total", "Alerts emitted.", ["mode"], registry=registry)
+        self.alerts = Counter("energy_alerts_total", "Alerts emitted, by mode and rule kind (threshold, baseline).",
+                              ["mode", "kind"], registry=registry)
+        self.baseline_warm = Gauge("energy_baseline_households_warm", "Households whose baseline is warm in "
+                                   "every slot (as of the last batch that touched their state bucket).",
+                                   registry=registry)
+        self.baseline_warming = Gauge("energy_baseline_households_warming", "Households whose baseline is "
+                                      "still warming in some slot.", registry=registry)
+        self._baseline_buckets: dict[int, tuple[int, int]] = {}
         self.last_progress = Gauge("energy_stream_last_progress_timestamp_seconds",
                                    "When the query last reported progress (Unix time).", registry=registry)
         self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
@@ -122,7 +129,8 @@ class StreamMetrics:
         Gauge("energy_alert_latency_slo_seconds", "The alert latency target (ALERT_LATENCY_SLO_SECONDS).",
               registry=registry).set(slo_s)
         for value in modes:
-            self.alerts.labels(mode=value)
+            for kind in ("threshold", "baseline"):
+                self.alerts.labels(mode=value, kind=kind)
         for reason in reasons:
             self.invalid.labels(reason=reason)
 
@@ -151,7 +159,12 @@ class StreamMetrics:
 
     def observe_batch(self, counts) -> None:
         """counts: a stream.BatchCounts."""
-        self.alerts.labels(mode=self.mode).inc(counts.alerts)
+        self.alerts.labels(mode=self.mode, kind="threshold").inc(counts.alerts - counts.baseline_alerts)
+        self.alerts.labels(mode=self.mode, kind="baseline").inc(counts.baseline_alerts)
+        if counts.baseline_households:
+            self._baseline_buckets.update(counts.baseline_households)
+            self.baseline_warm.set(sum(warm for warm, _ in self._baseline_buckets.values()))
+            self.baseline_warming.set(sum(warming for _, warming in self._baseline_buckets.values()))
         for latency, n in counts.alert_latencies_s:
             for _ in range(n):
                 self.alert_latency.observe(latency)

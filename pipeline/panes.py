@@ -182,6 +182,7 @@ class StepResult:
     state: PaneState
     alerts: pd.DataFrame  # household (code), start_pane, units, crossed_ms
     late_readings: int
+    baseline: "baseline_rule.BaselineResult | None" = None  # its alerts have crossed_ms too
 
 
 def first_open_start(watermark_ms: int, slide_s: int, k: int) -> int:
@@ -208,15 +209,23 @@ class _Keys:
     def panes(self, keys: np.ndarray) -> np.ndarray:
         return (keys % self.span) + self.base
 
+    def of(self, households: np.ndarray, panes: np.ndarray) -> np.ndarray:
+        """The keys of (household, pane) pairs whose households are among `names`."""
+        order = np.argsort(self.names)
+        codes = order[np.searchsorted(self.names, households, sorter=order)]
+        return self.encode(codes, panes)
+
 
 def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
             watermark_ms: int, slide_s: int, k: int, threshold_units: int,
-            record_ms: np.ndarray | None = None) -> StepResult:
+            record_ms: np.ndarray | None = None, baseline=None) -> StepResult:
     """Apply one micro-batch of valid readings to a bucket's state.
 
     `record_ms` (the readings' Kafka record times) gives each alert its `crossed_ms`: the
     newest record time among this batch's readings in the window, that is when the reading
     that made it cross reached Kafka (a window alerts in the batch of its crossing reading).
+    `baseline`, a (BaselineState, BaselineRule) pair, scores the same windows by the baseline
+    rule too (baseline.py).
 
     Only the households in the batch are summed and checked; the rest of the table is carried
     over by copying, so a live batch costs what its households hold, not what the bucket holds.
@@ -235,7 +244,7 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
     kept_rows = np.repeat(kept, state.runs)
     touched_alerted = np.isin(state.alerted_households, households)
     open_alerted = state.alerted_starts >= min_open
-    changed, alerts = _advance_touched(
+    changed, windows = _advance_touched(
         np.repeat(state.names[touched], state.runs[touched]), state.panes[touched_rows],
         state.units[touched_rows], state.alerted_households[touched_alerted], state.alerted_starts[touched_alerted],
         households, panes, units, record_ms, min_open, k, threshold_units)
@@ -246,18 +255,67 @@ def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: 
                           np.concatenate([state.units[kept_rows], changed.units]),
                           np.concatenate([state.alerted_households[carried], changed.alerted_households]),
                           np.concatenate([state.alerted_starts[carried], changed.alerted_starts]))
-    return StepResult(new_state, alerts, late)
+    scored = None
+    if baseline is not None:
+        scored = _score_baseline(baseline, windows, households, panes, units, min_open, watermark_ms)
+    return StepResult(new_state, windows.fixed_alerts(), late, scored)
+
+
+def _score_baseline(baseline, windows: "_Touched", households, panes, units, min_open: int, watermark_ms: int):
+    from . import baseline as baseline_rule
+
+    state, rule = baseline
+    result = baseline_rule.step(state, rule, households, panes, units, windows.as_windows(), min_open, watermark_ms)
+    alerts = result.alerts
+    alerts["crossed_ms"] = windows.crossed_ms(alerts.household.to_numpy(np.int64), alerts.start_pane.to_numpy(np.int64))
+    return result
+
+
+@dataclass(frozen=True)
+class _Touched:
+    """The windows a batch touched, with their sums, and what gives an alert its crossed_ms."""
+
+    keys: _Keys | None
+    candidates: np.ndarray  # window start keys
+    units: np.ndarray
+    fires: np.ndarray  # by the fixed rule
+    batch_pane_keys: np.ndarray
+    batch_newest_ms: np.ndarray
+    k: int
+
+    def crossed_ms(self, households: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        if self.keys is None or len(starts) == 0:
+            return np.zeros(len(starts), dtype=np.int64)
+        return _newest_in_window(self.batch_pane_keys, self.batch_newest_ms, self.keys.of(households, starts), self.k)
+
+    def fixed_alerts(self) -> pd.DataFrame:
+        if self.keys is None:
+            return _no_alerts()
+        fired = self.candidates[self.fires]
+        return pd.DataFrame({"household": self.keys.households(fired), "start_pane": self.keys.panes(fired),
+                             "units": self.units[self.fires],
+                             "crossed_ms": _newest_in_window(self.batch_pane_keys, self.batch_newest_ms, fired, self.k)})
+
+    def as_windows(self):
+        from .baseline import Windows
+
+        if self.keys is None:
+            empty = np.zeros(0, dtype=np.int64)
+            return Windows(empty, empty, empty)
+        return Windows(self.keys.households(self.candidates), self.keys.panes(self.candidates), self.units)
 
 
 def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, state_units: np.ndarray,
                      alerted_households: np.ndarray, alerted_starts: np.ndarray,
                      households: np.ndarray, panes: np.ndarray, units: np.ndarray, record_ms: np.ndarray,
-                     min_open: int, k: int, threshold_units: int) -> tuple[PaneState, pd.DataFrame]:
+                     min_open: int, k: int, threshold_units: int) -> tuple[PaneState, _Touched]:
     """advance() for the batch's households: their state rows and alerted windows, the batch's
-    on-time readings. Returns their new state (only open panes and windows) and the alerts."""
+    on-time readings. Returns their new state (only open panes and windows) and the windows
+    the batch touched."""
     all_panes = np.concatenate([state_panes, panes, alerted_starts])
     if len(all_panes) == 0:
-        return PaneState.empty(), _no_alerts()
+        empty = np.zeros(0, dtype=np.int64)
+        return PaneState.empty(), _Touched(None, empty, empty, empty.astype(bool), empty, empty, k)
     codes, names = pd.factorize(np.concatenate([state_households, households, alerted_households]))
     names = np.asarray(names)
     n_state, n_batch = len(state_households), len(households)
@@ -277,17 +335,13 @@ def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, stat
     window_units = (prefix[np.searchsorted(pane_keys, candidates + k)]
                     - prefix[np.searchsorted(pane_keys, candidates)])
     fires = (window_units > threshold_units) & ~np.isin(candidates, alerted_keys)
-    fired_keys = candidates[fires]
 
     keep_panes = keys.panes(pane_keys) >= min_open
-    alerted = np.concatenate([alerted_keys, fired_keys])
+    alerted = np.concatenate([alerted_keys, candidates[fires]])
     alerted = alerted[keys.panes(alerted) >= min_open]
     new_state = PaneState.from_rows(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
                                     pane_units[keep_panes], keys.households(alerted), keys.panes(alerted))
-    alerts = pd.DataFrame({"household": keys.households(fired_keys), "start_pane": keys.panes(fired_keys),
-                           "units": window_units[fires],
-                           "crossed_ms": _newest_in_window(batch_pane_keys, pane_newest_ms[in_batch], fired_keys, k)})
-    return new_state, alerts
+    return new_state, _Touched(keys, candidates, window_units, fires, batch_pane_keys, pane_newest_ms[in_batch], k)
 
 
 def _newest_in_window(pane_keys: np.ndarray, pane_newest: np.ndarray, windows: np.ndarray, k: int) -> np.ndarray:

@@ -113,7 +113,8 @@ def _alertmanager_command(settings: Settings) -> list[str]:
     """The same renderer as docker compose: the receiver comes from ALERT_WEBHOOK_URL."""
     folder = Path(settings.var_dir) / "alertmanager"
     folder.mkdir(parents=True, exist_ok=True)
-    return ["env", f"ALERT_WEBHOOK_URL={settings.alert_webhook_url}", "sh",
+    return ["env", f"ALERT_WEBHOOK_URL={settings.alert_webhook_url}",
+            f"WATCHDOG_WEBHOOK_URL={settings.watchdog_webhook_url}", "sh",
             str(MONITORING_DIR / "alertmanager-run.sh"), str(MONITORING_DIR / "alertmanager.yml"),
             str(folder / "alertmanager.yml"), f"--storage.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}", "--cluster.listen-address="]

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
-from .config import KWH_UNITS, Rule, Settings
+from .baseline import BaselineState, fingerprint
+from .config import KWH_UNITS, BaselineRule, Rule, Settings
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
-from .validate import parse_readings, wall_clock_s
+from .validate import NOW_COLUMN, parse_readings, wall_clock_s
 
 # What the state function returns for a bucket that has something to say: one row of parallel
 # arrays, its alerts (household code, window_start, kwh_units; dead_letter null) followed by its
@@ -42,16 +43,20 @@ from .validate import parse_readings, wall_clock_s
 # by the state function in an accumulator (BatchTally), so a batch is one Spark job: the write.
 # Spark names the micro-batch of each task in this local property (MicroBatchExecution.BATCH_ID_KEY).
 BATCH_ID_PROPERTY = "streaming.sql.batchId"
-OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter")
+# An alert's columns (kind 0: the fixed rule, 1: the baseline rule, whose alerts also carry
+# their slot's threshold and state) and a dead letter's, as one row of parallel arrays per bucket.
+OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter", "kind", "threshold", "mean", "sigma",
+                  "windows", "slot")
 BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_units array<long>, "
-                        "dead_letter array<string>")
+                        "dead_letter array<string>, kind array<long>, threshold array<double>, mean array<double>, "
+                        "sigma array<double>, windows array<long>, slot array<long>")
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
-STATE_SCHEMA = "panes binary, alerted binary"
+STATE_SCHEMA = "panes binary, alerted binary, baseline binary"
+KIND_THRESHOLD, KIND_BASELINE = 0, 1
 # Kafka client timeouts of the job's source and sink. A broker that dies without closing its
-# connections (a lost host or container) is only noticed through timeouts. With the clients'
-# defaults one batch stalled 84-95 s when a compose broker was killed, most of it the driver's
-# offset lookup waiting out the admin client's 60 s API timeout before its retry went to the new
-# leader; with these the stalled batch took 39 s, every later one its usual 2-3 s.
+# connections (a lost host or container) is only noticed through timeouts, and the clients'
+# defaults let one batch stall for the admin client's 60 s API timeout
+# (docs/decisions/0005-kafka-source-fetch-and-poll.md).
 KAFKA_FAILOVER_OPTIONS = {
     "kafka.request.timeout.ms": "10000",
     "kafka.socket.connection.setup.timeout.ms": "2000",
@@ -60,20 +65,15 @@ KAFKA_FAILOVER_OPTIONS = {
 SOURCE_OPTIONS = {
     **KAFKA_FAILOVER_OPTIONS,
     "kafka.default.api.timeout.ms": "15000",
-    # Each read task's fetch waited out the broker's default 500 ms although its records were
-    # there (Spark's log: "read 12 records through 1 polls, taking 512 ms"): a batch of 1,000
-    # readings took 2.3 s, 1.4 s with this (median of 33 live demo batches, same machine).
+    # Each read task's fetch would wait out the broker's default 500 ms although its records
+    # are there.
     "kafka.fetch.max.wait.ms": "20",
     # A fetch of the client's default 1 MiB is a humongous object in a 1 GiB heap of 1 MiB G1
-    # regions, and each such allocation can start a concurrent GC cycle. Warm demo drains of
-    # 1M readings in one JVM, alternating: GC threads' CPU 1.5-2.0 s with this, 2.5 s without;
-    # drains 5.1-5.7 s against 5.4-5.9 s.
+    # regions, and each such allocation can start a concurrent GC cycle.
     "kafka.max.partition.fetch.bytes": str(256 * 1024),
-    # After every poll Spark's reader looks up the partition's earliest and latest offsets, two
-    # round trips to the broker (KafkaDataConsumer.fetch), and the client's default poll returns
-    # 500 records: a drain of 1M readings polled about 2,000 times. A poll now takes what one
-    # 256 KiB fetch holds (about 4,000 readings). Warm demo drains of 1M readings in one JVM,
-    # alternating: 5.32 s against 6.40 (means of five), 4.68 against 5.46 in another series.
+    # After every poll Spark's reader looks up the partition's offset range (two round trips to
+    # the broker), so a poll takes what one 256 KiB fetch holds rather than the client's 500
+    # records (docs/decisions/0005-kafka-source-fetch-and-poll.md).
     "kafka.max.poll.records": "10000",
 }
 
@@ -155,15 +155,17 @@ def bucket_keys(buckets: int, partitions: int) -> list[int]:
 def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     """Each reading as integers: household code, pane (epoch seconds // slide), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
-    line, which spreads them over the buckets), as one of `bucket_keys`; and the event time, for
-    the watermark. Integer columns are never null (an invalid line has household -1), so Python
+    line, which spreads them over the buckets), as one of `bucket_keys`; and the event time up to
+    the wall clock, for the watermark (state_inputs). Integer columns are never null (an invalid line has household -1), so Python
     receives them as int64, not as floats with NaN."""
     from pyspark.sql import functions as F
 
     code = household_code(F.col("household_id"))
     index = F.pmod(F.coalesce(F.xxhash64(code), F.xxhash64("dead_letter")), F.lit(buckets))
+    clock = F.when(F.col("event_time").isNotNull(),
+                   F.least(F.col("event_time"), F.timestamp_seconds(F.col(NOW_COLUMN))))
     return parsed.select(
-        "event_time", "dead_letter",
+        clock.alias("clock_time"), "dead_letter",
         F.coalesce(code, F.lit(-1).cast("long")).alias("household"),
         F.coalesce(F.floor(F.unix_timestamp("event_time") / slide_s), F.lit(0).cast("long")).alias("pane"),
         F.coalesce("kwh_units", F.lit(0).cast("long")).alias("kwh_units"),
@@ -187,46 +189,71 @@ class BatchTally(AccumulatorParam):
         return total
 
 
-def make_state_function(rule: Rule, tally) -> Callable:
+def make_state_function(rule: Rule, baseline: BaselineRule | None, tally) -> Callable:
     from pyspark import TaskContext
 
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
+    fixed_fp, scoring_fp = fingerprint(rule.key), fingerprint(baseline.key if baseline else "off")
 
-    def step(_key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
-        # A bucket's rows arrive in chunks of Arrow's batch size. Their numbers are joined as
-        # numpy arrays: pd.concat of the frames checked every empty text cell for NA and was
-        # the state step's largest cost (py-spy).
-        chunks = list(batches)
-        column = (lambda name: chunks[0][name].to_numpy(dtype=np.int64)) if len(chunks) == 1 else (
-            lambda name: np.concatenate([c[name].to_numpy(dtype=np.int64) for c in chunks]))
-        households, panes, units, record_ms = (column(n) for n in ("household", "pane", "kwh_units", "record_ms"))
-        valid = households >= 0
-        invalid = None
-        if not valid.all():
-            invalid = pd.concat([c.dead_letter[c.household < 0] for c in chunks], ignore_index=True)
-            households, panes, units, record_ms = households[valid], panes[valid], units[valid], record_ms[valid]
-        previous = PaneState.from_bytes(*state.get) if state.exists else PaneState.empty()
+    def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
+        households, panes, units, record_ms, invalid = _batch_columns(list(batches))
+        previous, learned = _stored(state, fixed_fp, scoring_fp)
         result = advance(previous, households, panes, units, state.getCurrentWatermarkMs(), slide_s, k,
-                         threshold_units, record_ms)
-        if result.state.is_empty():
+                         threshold_units, record_ms, None if baseline is None else (learned, baseline))
+        learned = learned if result.baseline is None else result.baseline.state
+        if result.state.is_empty() and learned.is_empty():
             if state.exists:
                 state.remove()
         else:
-            state.update(result.state.to_bytes())
-        counts = _tally(result.alerts, invalid, result.late_readings)
+            state.update((*result.state.to_bytes(), learned.to_bytes()))
+        counts = _tally(result.alerts, result.baseline, invalid, result.late_readings, key[0])
         if counts:
             batch = int(TaskContext.get().getLocalProperty(BATCH_ID_PROPERTY))
-            tally.add({(batch, *key): n for key, n in counts.items()})
-        yield _output_rows(result.alerts, invalid, slide_s)
+            tally.add({(batch, *name): n for name, n in counts.items()})
+        yield _output_rows(result.alerts, result.baseline, invalid, slide_s)
 
     return step
 
 
-def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
+def _batch_columns(chunks: list[pd.DataFrame]):
+    """A bucket's rows (in chunks of Arrow's batch size) as numpy arrays of the valid readings,
+    and the dead letters of the invalid ones. The numbers are joined as numpy arrays: pd.concat
+    of the frames checks every empty text cell for NA."""
+    column = (lambda name: chunks[0][name].to_numpy(dtype=np.int64)) if len(chunks) == 1 else (
+        lambda name: np.concatenate([c[name].to_numpy(dtype=np.int64) for c in chunks]))
+    households, panes, units, record_ms = (column(n) for n in ("household", "pane", "kwh_units", "record_ms"))
+    valid = households >= 0
+    invalid = None
+    if not valid.all():
+        invalid = pd.concat([c.dead_letter[c.household < 0] for c in chunks], ignore_index=True)
+        households, panes, units, record_ms = households[valid], panes[valid], units[valid], record_ms[valid]
+    return households, panes, units, record_ms, invalid
+
+
+def _stored(state, fixed_fp: int, scoring_fp: int) -> tuple[PaneState, BaselineState]:
+    """The bucket's state under the current rules: the windows alerted under another fixed
+    threshold or baseline scoring rule are forgotten, what was learned is kept."""
+    if not state.exists:
+        return PaneState.empty(), BaselineState.empty(fixed_fp, scoring_fp)
+    panes_blob, alerted_blob, baseline_blob = state.get
+    panes = PaneState.from_bytes(panes_blob, alerted_blob)
+    learned = BaselineState.from_bytes(baseline_blob)
+    if learned.fixed_rule != fixed_fp:
+        none = np.zeros(0, dtype=np.int64)
+        panes = PaneState(panes.names, panes.runs, panes.panes, panes.units, none, none)
+    return panes, learned.for_rules(fixed_fp, scoring_fp)
+
+
+def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int, bucket: int) -> dict:
     counts = {}
-    if len(alerts):
-        centiseconds, n = np.unique(alerts.crossed_ms.to_numpy() // 10, return_counts=True)
-        counts.update((("alert", int(cs)), int(c)) for cs, c in zip(centiseconds, n))
+    for kind, frame in (("alert", alerts), ("baseline_alert", None if baseline is None else baseline.alerts)):
+        if frame is not None and len(frame):
+            centiseconds, n = np.unique(frame.crossed_ms.to_numpy() // 10, return_counts=True)
+            counts.update(((kind, int(cs)), int(c)) for cs, c in zip(centiseconds, n))
+    if baseline is not None:
+        # Each bucket is called once a batch; the driver keeps each bucket's newest figures.
+        counts[("baseline_warm", int(bucket))] = baseline.warm
+        counts[("baseline_warming", int(bucket))] = baseline.warming
     if invalid is not None:
         # The reason is read back from the dead letter: a separate column would cross into
         # Python for every valid reading too, as nulls.
@@ -237,16 +264,28 @@ def _tally(alerts: pd.DataFrame, invalid: pd.Series | None, late: int) -> dict:
     return counts
 
 
-def _output_rows(alerts: pd.DataFrame, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
-    if not len(alerts) and invalid is None:  # most calls of a live batch: nothing to say
+def _output_rows(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
+    scored = baseline.alerts if baseline is not None else None
+    n_fixed, n_base = len(alerts), 0 if scored is None else len(scored)
+    if not n_fixed and not n_base and invalid is None:  # most calls of a live batch: nothing to say
         return _NO_OUTPUT
     letters = np.empty(0, dtype=object) if invalid is None else invalid.to_numpy(dtype=object)
-    zeros = np.zeros(len(letters), dtype=np.int64)
+    frames = [alerts] + ([scored] if n_base else [])
+    ints = lambda name: np.concatenate([f[name].to_numpy(np.int64) for f in frames] + [np.zeros(len(letters), np.int64)])
+    floats = lambda name: np.concatenate([np.full(n_fixed, np.nan)] + ([scored[name].to_numpy(np.float64)] if n_base else [])
+                                         + [np.full(len(letters), np.nan)])
     arrays = {
-        "household": np.concatenate([alerts.household.to_numpy(np.int64), zeros]),
-        "window_start": np.concatenate([alerts.start_pane.to_numpy(np.int64) * slide_s, zeros]),
-        "kwh_units": np.concatenate([alerts.units.to_numpy(np.int64), zeros]),
-        "dead_letter": np.concatenate([np.full(len(alerts), None, dtype=object), letters]),
+        "household": ints("household"),
+        "window_start": ints("start_pane") * slide_s,
+        "kwh_units": ints("units"),
+        "dead_letter": np.concatenate([np.full(n_fixed + n_base, None, dtype=object), letters]),
+        "kind": np.concatenate([np.full(n_fixed, KIND_THRESHOLD), np.full(n_base, KIND_BASELINE),
+                                np.zeros(len(letters), np.int64)]).astype(np.int64),
+        "threshold": floats("threshold"), "mean": floats("mean"), "sigma": floats("sigma"),
+        "windows": np.concatenate([np.zeros(n_fixed, np.int64)] + ([scored.windows.to_numpy(np.int64)] if n_base else [])
+                                  + [np.zeros(len(letters), np.int64)]),
+        "slot": np.concatenate([np.zeros(n_fixed, np.int64)] + ([scored.slot.to_numpy(np.int64)] if n_base else [])
+                               + [np.zeros(len(letters), np.int64)]),
     }
     return pd.DataFrame({name: pd.Series([arrays[name]], dtype=object) for name in OUTPUT_COLUMNS})
 
@@ -259,25 +298,28 @@ WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"
 def state_inputs(staged, rule: Rule):
     """What the stateful operator receives: staged readings with the watermark set.
 
-    The event time sets the watermark and is then dropped: Python never reads it, and pyspark
+    The event time, but never later than the wall clock when the reading was read
+    (`clock_time`), sets the watermark, so that no valid reading, however far ahead of the clock,
+    makes the job drop another household's on-time readings; it is then dropped: Python never
+    reads it, and pyspark
     turned it into pandas timestamps for every bucket, about 1 ms a bucket and batch (py-spy).
     The pane carries the watermark's mark in its place. With NoTimeout Spark filters no input
     by that mark (only EventTimeTimeout does); late readings are the state function's to count."""
     from pyspark.sql import functions as F
 
-    marked = staged.withWatermark("event_time", f"{rule.watermark_s} seconds")
+    marked = staged.withWatermark("clock_time", f"{rule.watermark_s} seconds")
     pane = F.col("pane").alias("pane", metadata={WATERMARK_DELAY_KEY: rule.watermark_s * 1000})
-    return marked.select(pane, *(c for c in marked.columns if c not in ("event_time", "pane")))
+    return marked.select(pane, *(c for c in marked.columns if c not in ("clock_time", "pane")))
 
 
-def alert_state(staged, rule: Rule, tally):
-    """The stateful operator: per bucket, pane sums and alerted windows (panes.py); a row per
-    alert or dead letter (OUTPUT_COLUMNS)."""
+def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally):
+    """The stateful operator: per bucket, pane sums and alerted windows (panes.py) and the
+    baselines (baseline.py); a row per alert or dead letter (OUTPUT_COLUMNS)."""
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     buckets = (state_inputs(staged, rule).groupBy("bucket")
-               .applyInPandasWithState(make_state_function(rule, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
+               .applyInPandasWithState(make_state_function(rule, baseline, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
                                        "Append", GroupStateTimeout.NoTimeout))
     return buckets.select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS)))
 
@@ -289,35 +331,47 @@ def build_stream(spark, settings: Settings):
     parsed = parse_readings(read_readings(spark, settings), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
     staged = stage_panes(parsed, settings.rule.slide_s, settings.state_buckets, settings.shuffle_partitions)
-    return alert_state(staged, settings.rule, tally), tally
+    return alert_state(staged, settings.rule, settings.baseline_rule, tally), tally
 
 
-def alert_json(rule: Rule, household):
+def alert_json(rule: Rule, baseline: BaselineRule | None, household):
     """The alert document, built natively from the state function's alert rows (`household`:
-    the id's text).
+    the id's text); a baseline alert (kind 1) also explains itself with its slot's state.
 
     alert_id = first 32 hex digits of sha256("household|rule key|window start epoch"): the same
     on every re-delivery of the window's alert. detected_at is the wall clock when the alert's
     record is built, read like validate.wall_clock_s: Spark writes current_timestamp() into a
-    streaming query's generated code as the batch's time, after the optimizer, so every batch
-    compiled that stage again (tests/test_codegen.py)."""
+    streaming query's generated code as the batch's time (tests/test_codegen.py)."""
     from pyspark.sql import functions as F
 
     def stamp(seconds):
         return F.date_format(F.timestamp_seconds(seconds), "yyyy-MM-dd'T'HH:mm:ss'Z'")
 
+    def by_kind(fixed, learned):
+        return fixed if baseline is None else F.when(is_baseline, learned).otherwise(fixed)
+
+    def learned_only(column):
+        return F.when(is_baseline, column)  # null for the fixed rule: to_json leaves it out
+
     start = F.col("window_start")
+    is_baseline = F.col("kind") == F.lit(KIND_BASELINE)
+    rule_key = by_kind(F.lit(rule.key), F.lit(baseline.key if baseline else ""))
     return F.to_json(F.struct(
-        F.substring(F.sha2(F.concat_ws("|", household, F.lit(rule.key), start.cast("string")), 256),
+        F.substring(F.sha2(F.concat_ws("|", household, rule_key, start.cast("string")), 256),
                     1, 32).alias("alert_id"),
         household.alias("household_id"),
         stamp(start).alias("window_start"),
         stamp(start + rule.window_s).alias("window_end"),
         (F.col("kwh_units") / F.lit(KWH_UNITS)).alias("kwh"),
-        F.lit(rule.threshold_kwh).alias("threshold_kwh"),
-        F.lit(rule.description).alias("rule"),
+        by_kind(F.lit(rule.threshold_kwh), F.col("threshold")).alias("threshold_kwh"),
+        by_kind(F.lit(rule.description), F.lit(baseline.description if baseline else "")).alias("rule"),
         F.lit(rule.mode).alias("mode"),
         stamp(wall_clock_s()).alias("detected_at"),
+        by_kind(F.lit("threshold"), F.lit("baseline")).alias("kind"),
+        learned_only(F.col("mean")).alias("baseline_kwh"),
+        learned_only(F.col("sigma")).alias("baseline_sigma_kwh"),
+        learned_only(F.col("windows")).alias("baseline_windows"),
+        learned_only(F.col("slot")).alias("slot"),
     ))
 
 
@@ -327,20 +381,28 @@ class BatchCounts:
 
     batch_id: int
     alerts: int = 0
+    baseline_alerts: int = 0  # of `alerts`, those of the baseline rule
     late_readings: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     # (seconds from a crossing reading reaching Kafka to the report of the batch that wrote its
     # alert, how many alerts), latencies rounded to 10 ms.
     alert_latencies_s: list[tuple[float, int]] = field(default_factory=list)
+    # bucket -> (households whose every slot is warm, households still warming), for the
+    # buckets this batch touched.
+    baseline_households: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_tally(cls, batch_id: int, entries: dict, written_ms: float) -> "BatchCounts":
         """From the batch's BatchTally entries, its alerts written by `written_ms` (epoch ms)."""
         counts = cls(batch_id)
         for (_batch, kind, detail), n in entries.items():
-            if kind == "alert":
+            if kind in ("alert", "baseline_alert"):
                 counts.alerts += n
+                counts.baseline_alerts += n if kind == "baseline_alert" else 0
                 counts.alert_latencies_s.append((round((written_ms - detail * 10) / 1000, 2), n))
+            elif kind in ("baseline_warm", "baseline_warming"):
+                warm, warming = counts.baseline_households.get(detail, (0, 0))
+                counts.baseline_households[detail] = (n, warming) if kind == "baseline_warm" else (warm, n)
             elif kind == "late":
                 counts.late_readings += n
             else:
@@ -358,7 +420,7 @@ def outgoing(stream, settings: Settings):
     return stream.select(
         F.when(is_alert, F.lit(settings.alerts_topic)).otherwise(F.lit(settings.dlq_topic)).alias("topic"),
         F.when(is_alert, key).alias("key"),
-        F.when(is_alert, alert_json(settings.rule, key)).otherwise(F.col("dead_letter")).alias("value"))
+        F.when(is_alert, alert_json(settings.rule, settings.baseline_rule, key)).otherwise(F.col("dead_letter")).alias("value"))
 
 
 # The sink's producer sends at most 5 requests at a time per broker, and with the client's

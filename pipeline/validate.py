@@ -1,6 +1,6 @@
 """The readings contract as Spark column expressions: one CSV line -> a valid reading or a reason.
 
-A line is `timestamp,household_id,energy_kwh` without spaces (see shared/design.md). Every
+A line is `timestamp,household_id,energy_kwh` without spaces (docs/contract.md). Every
 check is a native expression (no Python UDF), and pyspark 4 runs with ANSI mode on, so only
 `try_` conversions are used: a malformed value must become a reason, never a failed query.
 Patterns are anchored with `\\A` and `\\z`: Java's `$` would also match before a final line
@@ -17,23 +17,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .config import KWH_UNITS
-
-TIMESTAMP_RE = r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})\z"
-HOUSEHOLD_RE = r"\AH\d{3,12}\z"
-DECIMAL_RE = r"\A[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?\z"
-# The common line: each field a strict subset of its pattern above, energy unsigned and plain.
-COMMON_LINE_RE = (r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2}),H\d{3,12},"
-                  r"\d{1,18}(\.\d{1,18})?\z")
-# Event times are held as epoch seconds and pane indexes in 64-bit integers; the contract's
-# years keep them far from overflow.
-MIN_EPOCH_S = 0
-MAX_EPOCH_S = 4102444800  # 2100-01-01
-# A dead letter carries at most this many characters of the raw line (base64 of this many bytes
-# when it is not UTF-8), so even a fully JSON-escaped prefix stays far below Kafka's 1 MiB.
-DEAD_LETTER_RAW_CHARS = 1024
-
-REASONS = ("empty", "too_long", "not_utf8", "bad_field_count", "bad_timestamp", "future_timestamp",
-           "bad_household_id", "bad_kwh", "kwh_out_of_range")
+from .contract import (COMMON_LINE_RE, DEAD_LETTER_RAW_CHARS, DECIMAL_RE, HOUSEHOLD_RE, MAX_EPOCH_S, MIN_EPOCH_S,
+                       TIMESTAMP_RE)
 
 
 def wall_clock_s() -> Column:
@@ -52,6 +37,7 @@ def wall_clock_s() -> Column:
 # 1,000 demo readings took 338 -> 319 ms (medians, four warm runs of 60 batches each, old and
 # new code in alternating processes); warm one-batch drains did not change beyond their spread.
 NOW_S = "_now_s"
+NOW_COLUMN = "now_s"  # the same, in parse_readings' output
 
 
 def _newest_allowed(future_skew_s: int) -> Column:
@@ -109,7 +95,7 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     """Kafka records (value binary, topic, partition, offset, timestamp) -> one row per record
     with either `reason` null and (event_time, household_id, kwh_units), or `reason` and
     `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
-    record's Kafka timestamp. `common_path=False` checks every line field by field (for the
+    record's Kafka timestamp, and `now_s`, the wall clock it was read at. `common_path=False` checks every line field by field (for the
     test that holds the two paths side by side)."""
     value = F.col("value")
     text = value.cast("string")
@@ -150,4 +136,5 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
         F.when(valid, round_half_up(F.col("_kwh") * KWH_UNITS)).alias("kwh_units"),
         F.when(~valid, dead_letter_json()).alias("dead_letter"),
         F.col("timestamp").alias("record_time"),
+        F.col(NOW_S).alias(NOW_COLUMN),
     )

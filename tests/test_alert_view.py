@@ -71,7 +71,7 @@ def charts(at: AppTest) -> list:
 def test_pages_on_a_real_history(monkeypatch, written):
     settings, lines, alerts = written
     newest_first = sorted({a["alert_id"]: a for a in alerts}.values(),
-                          key=lambda a: (a["window_start"], a["household_id"]), reverse=True)
+                          key=lambda a: (a["window_start"], a["household_id"], a["kind"]), reverse=True)
 
     live = app(monkeypatch, settings, "Live alerts").table[0].value
     assert list(live["alert_id"]) == [a["alert_id"] for a in newest_first][:alert_view.TABLE_ROWS]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, load_settings, parse_duration
+from pipeline.config import ConfigError, Settings, load_settings, parse_duration
 
 
 def test_modes_and_overrides():
@@ -35,6 +35,12 @@ def test_source_topic_alias():
     ({"KAFKA_BROKERS": "0"}, "KAFKA_BROKERS"),
     ({"BOOTSTRAP_SERVERS": "kafka-1,kafka-2:9092"}, "BOOTSTRAP_SERVERS"),
     ({"ALERTS_PARTITIONS": "0"}, "ALERTS_PARTITIONS"),
+    ({"BASELINE": "maybe"}, "BASELINE"),
+    ({"BASELINE_ALPHA": "0"}, "BASELINE_ALPHA"),
+    ({"BASELINE_K": "-1"}, "BASELINE_K"),
+    ({"BASELINE_SLOTS": "1.5"}, "BASELINE_SLOTS"),
+    ({"BASELINE_SLOT": "soon"}, "BASELINE_SLOT"),
+    ({"BASELINE_WARMUP": "0"}, "BASELINE_WARMUP"),
 ])
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(ConfigError, match=names):
@@ -45,9 +51,27 @@ def test_checkpoint_follows_everything_that_shapes_state():
     demo = load_settings({"RUN_MODE": "demo"})
     assert demo.checkpoint_dir() == load_settings({"RUN_MODE": "demo"}).checkpoint_dir()
     others = [load_settings(env).checkpoint_dir() for env in (
-        {"RUN_MODE": "prod"}, {"THRESHOLD_KWH": "0.06"}, {"WATERMARK_DELAY": "5 minutes"},
+        {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"},
+        {"BASELINE_SLOT": "1 hour"}, {"BASELINE": "off"},
         {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
-    assert len({demo.checkpoint_dir(), *others}) == 7
+    assert len({demo.checkpoint_dir(), *others}) == 9
+
+
+@pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_K", "4"), ("BASELINE_WARMUP", "3"),
+                                        ("BASELINE_MIN_KWH", "0.2"), ("BASELINE_MIN_SIGMA_KWH", "0.01")])
+def test_a_scoring_parameter_keeps_the_checkpoint_and_what_it_learned(name, value):
+    changed = load_settings({name: value})
+    assert changed.checkpoint_dir() == load_settings({}).checkpoint_dir()
+    assert (changed.rule.key, changed.baseline_rule.key) != (Settings().rule.key, Settings().baseline_rule.key)
+
+
+def test_baseline_parameters_follow_the_mode():
+    demo, prod = load_settings({"RUN_MODE": "demo"}).baseline_rule, load_settings({"RUN_MODE": "prod"}).baseline_rule
+    assert (demo.slot_s, demo.slots, demo.min_kwh, demo.min_sigma_kwh) == (600, 1, 0.01, 0.002)
+    assert (prod.slot_s, prod.slots, prod.min_kwh, prod.min_sigma_kwh) == (3600, 24, 0.5, 0.05)
+    assert (prod.alpha, prod.k, prod.warmup, prod.forget_after_s) == (0.1, 3.0, 8, 35 * 86400)
+    assert prod.description == "kwh>baseline+3σ over 15 minutes (slot: hour of day)"
+    assert load_settings({"BASELINE": "off"}).baseline_rule is None
 
 
 def test_replication_is_derived_from_the_cluster_unless_set():
@@ -80,7 +104,7 @@ def test_parse_duration():
     assert [parse_duration(t) for t in ("15 seconds", "1 minute", "10m", "2 hours", "1s")] == [15, 60, 600, 7200, 1]
 
 
-def test_env_example_and_readme_list_every_variable_with_its_default():
+def test_env_example_and_the_configuration_page_list_every_variable_with_its_default():
     from pipeline.config import PROJECT_ROOT, Settings, env_names
 
     env = {}
@@ -88,10 +112,10 @@ def test_env_example_and_readme_list_every_variable_with_its_default():
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             env[name] = value
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    readme = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
     for name in env_names().values():
         assert name in env, f"{name} missing from .env.example"
-        assert f"| `{name}` |" in readme, f"{name} missing from the README's configuration table"
+        assert f"| `{name}` |" in readme, f"{name} missing from docs/configuration.md's table"
     assert load_settings(env) == Settings()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from decimal import Decimal
@@ -15,32 +16,78 @@ from helpers import SHARED, records, run_cli
 CASES = SHARED / "conformance"
 
 
+def run_case(settings, name: str, extra_env: dict | None = None) -> int:
+    """Both phases of a case; returns the late readings the job reported."""
+    late = 0
+    for phase in (1, 2):
+        out = run_cli(settings, "replay", str(CASES / f"{name}_phase{phase}.csv")).stdout
+        assert "failed 0" in out
+        summary = run_cli(settings, "stream", "--once", extra_env=extra_env).stdout
+        late += int(re.search(r"late readings dropped (\d+)", summary).group(1))
+        published = re.search(r"published (\d+)", out).group(1)
+        assert re.search(rf"readings {published} in \d+\.\d s \([\d,]+/s\)", summary), summary
+    return late
+
+
+def by_window(alerts: list[dict]) -> dict[tuple, list[dict]]:
+    out = defaultdict(list)
+    for alert in alerts:
+        out[(alert["household_id"], alert["window_start"], alert["window_end"])].append(alert)
+    return out
+
+
+def check_fixed(alerts: list[dict], expected: list, threshold: float, mode: str) -> None:
+    windows = by_window(alerts)
+    final_sums = {tuple(a[:3]): Decimal(str(a[3])) for a in expected}
+    assert set(windows) == set(final_sums)
+    for key, repeats in windows.items():
+        assert len({a["alert_id"] for a in repeats}) == 1
+        for alert in repeats:
+            assert alert["mode"] == mode and alert["threshold_kwh"] == threshold
+            assert Decimal(str(threshold)) < Decimal(str(alert["kwh"])) <= final_sums[key] + Decimal("0.000005")
+
+
 @pytest.mark.parametrize("mode", ["demo", "prod"])
 def test_conformance_case(make_settings, mode):
     expected = json.loads((CASES / f"{mode}_expected.json").read_text())
     settings = make_settings(run_mode=mode)
-    late = 0
-    for phase in (1, 2):
-        out = run_cli(settings, "replay", str(CASES / f"{mode}_phase{phase}.csv")).stdout
-        assert "failed 0" in out
-        summary = run_cli(settings, "stream", "--once").stdout
-        late += int(re.search(r"late readings dropped (\d+)", summary).group(1))
-        published = re.search(r"published (\d+)", out).group(1)
-        assert re.search(rf"readings {published} in \d+\.\d s \([\d,]+/s\)", summary), summary
+    late = run_case(settings, mode)
+    alerts = [a for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"]
+    check_fixed(alerts, expected["alerts"], expected["threshold_kwh"], mode)
+    assert len(records(settings, settings.dlq_topic)) == expected["dead_letters"]
+    assert late == expected["late_readings_dropped"]
 
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("mode,max_offsets", [("demo", None), ("prod", None), ("prod", 8000)])
+def test_baseline_conformance_case(make_settings, mode, max_offsets):
+    """Both rules' alerts, exactly; with a small MAX_OFFSETS_PER_TRIGGER the case takes many
+    batches (the prod case's 77,000 readings of phase 1 take 10) and the alerts stay the same."""
+    expected = json.loads((CASES / f"baseline_{mode}_expected.json").read_text())
+    settings = make_settings(run_mode=mode)
+    env = {"MAX_OFFSETS_PER_TRIGGER": str(max_offsets)} if max_offsets else None
+    late = run_case(settings, f"baseline_{mode}", env)
     alerts = records(settings, settings.alerts_topic)
-    ids_by_window = defaultdict(set)
-    for alert in alerts:
-        key = (alert["household_id"], alert["window_start"], alert["window_end"])
-        ids_by_window[key].add(alert["alert_id"])
-        assert alert["mode"] == mode
-        assert alert["threshold_kwh"] == expected["threshold_kwh"]
-    final_sums = {tuple(a[:3]): Decimal(str(a[3])) for a in expected["alerts"]}
-    assert set(ids_by_window) == set(final_sums)
-    assert all(len(ids) == 1 for ids in ids_by_window.values())
-    for alert in alerts:
-        key = (alert["household_id"], alert["window_start"], alert["window_end"])
-        assert Decimal(str(expected["threshold_kwh"])) < Decimal(str(alert["kwh"])) <= final_sums[key] + Decimal("0.000005")
+    assert {a["kind"] for a in alerts} == {"threshold", "baseline"}
+    check_fixed([a for a in alerts if a["kind"] == "threshold"], expected["threshold_alerts"],
+                {"demo": 0.05, "prod": 2.0}[mode], mode)
 
+    learned = by_window([a for a in alerts if a["kind"] == "baseline"])
+    want = {tuple(a[:3]): a[3:] for a in expected["baseline_alerts"]}
+    assert set(learned) == set(want)
+    for key, repeats in learned.items():
+        final, threshold, mean, sigma, windows, slot = want[key]
+        assert len({a["alert_id"] for a in repeats}) == 1
+        for alert in repeats:
+            assert close(alert["threshold_kwh"], threshold) and close(alert["baseline_kwh"], mean)
+            assert close(alert["baseline_sigma_kwh"], sigma)
+            assert (alert["baseline_windows"], alert["slot"]) == (windows, slot)
+            assert threshold < alert["kwh"] <= final + 5e-7
+            assert alert["rule"].startswith("kwh>baseline+3σ over ")
+    fixed_ids = {a["alert_id"] for a in alerts if a["kind"] == "threshold"}
+    assert not fixed_ids & {a["alert_id"] for a in alerts if a["kind"] == "baseline"}
     assert len(records(settings, settings.dlq_topic)) == expected["dead_letters"]
     assert late == expected["late_readings_dropped"]

@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from helpers import publish, records, run_cli, run_job_once, settings_env, wait_for
-from pipeline.archiver import parse_reading
+from pipeline.contract import parse_reading
 from pipeline.history import HistoryStore
 from pipeline.kafka_io import ReadingProducer
 from pipeline.simulator import Simulator
@@ -76,8 +76,24 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
     stored = history(settings)
     ids = [a["alert_id"] for a in stored]
     assert len(ids) == len(set(ids)) == len(topic_ids)
-    assert {(a["household_id"], a["window_start"], a["window_end"]) for a in stored} == \
+    assert {(a["household_id"], a["window_start"], a["window_end"]) for a in stored if a["kind"] == "threshold"} == \
         expected_windows(lines, settings.rule)
+    by_id = {a["alert_id"]: a for a in records(settings, settings.alerts_topic)}
+    learned = [a for a in stored if a["kind"] == "baseline"]
+    assert learned, "the run is long enough for warm baselines"
+    for alert in learned:  # the baseline's explanation is stored as the topic carried it
+        assert {k: alert[k] for k in ("baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot",
+                                      "threshold_kwh")} == \
+            {k: by_id[alert["alert_id"]][k] for k in ("baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot",
+                                                      "threshold_kwh")}
+    incidents = [json.loads(line) for line in run_cli(settings, "history", "--incidents").stdout.splitlines()]
+    per_run = {}
+    for incident in incidents:
+        key = (incident["household_id"], incident["kind"])
+        per_run[key] = per_run.get(key, 0) + incident["windows"]
+        assert ("peak_ratio" in incident) == (incident["kind"] == "baseline")
+    assert per_run == {k: sum((a["household_id"], a["kind"]) == k for a in stored) for k in per_run}
+    assert sum(per_run.values()) == len(stored)
     assert "Traceback" not in logs[1].read_text()
     check_filters(settings, stored)
 
@@ -102,12 +118,13 @@ def check_filters(settings, stored: list[dict]) -> None:
 
 
 def test_readings_the_job_rejects_are_not_archived():
-    limits = {"max_line_bytes": 1024, "max_kwh": 10.0}
+    limits = {"max_line_bytes": 1024, "max_kwh": 10.0, "future_skew_s": 3600, "now_s": T0}
     assert parse_reading(b"2026-07-02T14:00:15Z,H001,0.5", **limits) == ("H001", T0 + 15, 0.5)
     assert parse_reading(b"2026-07-02T16:00:15+02:00,H001,1e-1", **limits) == ("H001", T0 + 15, 0.1)
     for bad in (None, b"", b"2026-07-02T14:00:15Z,H001,0.5\r", b"2026-07-02T14:00:15Z,H001,NaN",
                 b"2026-07-02T14:00:15Z,H001,11", b"2026-07-02T14:00:15Z,h001,0.5", b"\xff,H001,1",
-                b"2026-07-02 14:00:15,H001,0.5", b"2026-07-02T14:00:15Z,H001", b"x" * 2000):
+                b"2026-07-02 14:00:15,H001,0.5", b"2026-07-02T14:00:15Z,H001", b"x" * 2000,
+                b"2099-07-02T14:00:15Z,H001,0.5", b"2026-07-02T15:00:01Z,H001,0.5"):
         assert parse_reading(bad, **limits) is None, bad
 
 

@@ -112,7 +112,7 @@ def test_compose_renders_the_receiver_and_alertmanager_accepts_it(tmp_path):
     check = subprocess.run(["amtool", "check-config", str(rendered)], capture_output=True, text=True)
     assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout + check.stderr
     receivers = yaml.safe_load(rendered.read_text())["receivers"]
-    assert [c["url"] for r in receivers for c in r["webhook_configs"]] == [url]
+    assert [c["url"] for r in receivers for c in r["webhook_configs"]] == [url, "http://127.0.0.1:9099/watchdog"]
 
 
 def test_without_a_receiver_the_renderer_says_so(tmp_path):

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from helpers import publish, records, run_job_once
-from pipeline.validate import DEAD_LETTER_RAW_CHARS
+from pipeline.contract import DEAD_LETTER_RAW_CHARS
 from reference import Expectation, iso
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -135,7 +135,7 @@ def test_common_path_and_field_by_field_checks_agree(spark):
 
     # The shortcut must take the common line, or the comparison below holds trivially.
     from pyspark.sql import functions as F
-    from pipeline.validate import COMMON_LINE_RE
+    from pipeline.contract import COMMON_LINE_RE
 
     assert spark.range(1).select(F.lit(f"{iso(now - 60)},H001,0.5").rlike(COMMON_LINE_RE)).first()[0]
     fast, precise = parsed(True), parsed(False)

@@ -1,0 +1,122 @@
+"""The baseline rule's state machine (baseline.py through panes.advance), without Spark: the
+public conformance cases cut into batches of several sizes, against their expected alerts."""
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import SHARED
+from pipeline.baseline import BaselineState
+from pipeline.config import load_settings
+from pipeline.history import incidents
+from pipeline.panes import PaneState, advance, household_code, household_id
+from reference import epoch, iso
+
+CASES = SHARED / "conformance"
+UNITS = 10**9
+
+
+def valid_readings(path) -> list[tuple[str, int, int]]:
+    """(household, epoch s, nano-kWh) of the lines the contract accepts (a plain model of it)."""
+    out = []
+    for raw in path.read_bytes().split(b"\n"):
+        try:
+            stamp, household, kwh = raw.decode().split(",")
+            t, value = epoch(stamp), Decimal(kwh)
+        except (UnicodeDecodeError, ValueError, ArithmeticError):
+            continue
+        if (stamp.endswith("Z") or stamp[-6] in "+-") and household[0] == "H" and household[1:].isdigit() \
+                and 3 <= len(household) - 1 <= 12 and value.is_finite() and 0 <= value <= 10 and "e" not in kwh.lower():
+            out.append((household, t, int(value * UNITS)))
+    return out
+
+
+def run(mode: str, batch_size: int, **overrides):
+    settings = load_settings({"RUN_MODE": mode, **overrides})
+    rule, learning = settings.rule, settings.baseline_rule
+    panes, learned, watermark_ms, newest = PaneState.empty(), BaselineState.empty(), 0, 0
+    fixed, scored = set(), {}
+    for phase in (1, 2):
+        readings = valid_readings(CASES / f"baseline_{mode}_phase{phase}.csv")
+        for at in range(0, len(readings), batch_size):
+            batch = readings[at:at + batch_size]
+            households = np.array([household_code(h) for h, _, _ in batch], dtype=np.int64)
+            seconds = np.array([t for _, t, _ in batch], dtype=np.int64)
+            units = np.array([u for _, _, u in batch], dtype=np.int64)
+            result = advance(panes, households, seconds // rule.slide_s, units, watermark_ms, rule.slide_s,
+                             rule.panes_per_window, rule.threshold_units, None, (learned, learning))
+            panes = PaneState.from_bytes(*result.state.to_bytes())  # as Spark stores them
+            learned = BaselineState.from_bytes(result.baseline.state.to_bytes())
+            fixed |= {(household_id(h), iso(int(p) * rule.slide_s)) for h, p in
+                      zip(result.alerts.household, result.alerts.start_pane)}
+            for alert in result.baseline.alerts.itertuples():
+                key = (household_id(alert.household), iso(int(alert.start_pane) * rule.slide_s))
+                assert key not in scored, "a window alerted twice"
+                scored[key] = (alert.threshold, alert.mean, alert.sigma, alert.windows, alert.slot)
+            newest = max(newest, int(seconds.max()))
+            watermark_ms = max(watermark_ms, (newest - rule.watermark_s) * 1000)
+    return fixed, scored
+
+
+@pytest.mark.parametrize("mode", ["demo", "prod"])
+@pytest.mark.parametrize("batch_size", [10**6, 1000, 97])
+def test_both_rules_give_the_expected_alerts_however_the_input_is_cut(mode, batch_size):
+    expected = json.loads((CASES / f"baseline_{mode}_expected.json").read_text())
+    fixed, scored = run(mode, batch_size)
+    assert fixed == {tuple(a[:2]) for a in expected["threshold_alerts"]}
+    want = {tuple(a[:2]): a[4:] for a in expected["baseline_alerts"]}
+    assert set(scored) == set(want)
+    for key, (threshold, mean, sigma, windows, slot) in scored.items():
+        e_threshold, e_mean, e_sigma, e_windows, e_slot = want[key]
+        assert math.isclose(threshold, e_threshold, rel_tol=1e-9) and math.isclose(mean, e_mean, rel_tol=1e-9)
+        assert math.isclose(sigma, e_sigma, rel_tol=1e-9, abs_tol=1e-15)
+        assert (windows, slot) == (e_windows, e_slot)
+
+
+def test_a_higher_k_alerts_a_subset_and_a_lower_one_a_superset():
+    _, default = run("demo", 500)
+    _, strict = run("demo", 500, BASELINE_K="5")
+    _, loose = run("demo", 500, BASELINE_K="2")
+    assert set(strict) < set(default) < set(loose)
+
+
+def test_no_baseline_alert_before_warm_up():
+    _, scored = run("demo", 500, BASELINE_WARMUP="1000")
+    assert scored == {}
+
+
+def test_the_state_forgets_households_silent_longer_than_forget_after():
+    rule = load_settings({}).baseline_rule
+    settings = load_settings({})
+    code = household_code("H001")
+    t0 = 1_783_000_800
+    state, learned = PaneState.empty(), BaselineState.empty()
+    for t, household in ((t0, code), (t0 + 36 * 86400, household_code("H002"))):
+        result = advance(state, np.array([household]), np.array([t // 15]), np.array([10**7]),
+                         (t - 600) * 1000, 15, 4, settings.rule.threshold_units, None, (learned, rule))
+        state, learned = result.state, result.baseline.state
+    assert household_code("H002") in learned.names and code not in learned.names
+
+
+def test_incidents_group_a_households_alerts_of_one_kind_at_most_one_window_apart():
+    def alert(household, start, kind, kwh, baseline=None):
+        begin = pd.Timestamp(start, tz="UTC")
+        return {"household_id": household, "window_start": begin, "window_end": begin + pd.Timedelta(minutes=1),
+                "kind": kind, "kwh": kwh, "baseline_kwh": baseline}
+    frame = pd.DataFrame([
+        alert("H001", "2026-07-02T14:00:00", "threshold", 0.06), alert("H001", "2026-07-02T14:00:15", "threshold", 0.08),
+        alert("H001", "2026-07-02T14:01:15", "threshold", 0.07),  # one window after the last: same incident
+        alert("H001", "2026-07-02T14:02:30", "threshold", 0.06),  # more than a window later: a new one
+        alert("H001", "2026-07-02T14:00:15", "baseline", 0.08, 0.02),
+        alert("H002", "2026-07-02T14:00:30", "threshold", 0.09),
+    ])
+    found = incidents(frame)
+    assert list(zip(found.household_id, found.kind, found.windows)) == [
+        ("H001", "threshold", 3), ("H001", "baseline", 1), ("H002", "threshold", 1), ("H001", "threshold", 1)]
+    assert found.peak_kwh.tolist() == [0.08, 0.08, 0.09, 0.06]
+    assert found.peak_ratio.iloc[1] == 4.0 and math.isnan(found.peak_ratio.iloc[0])
