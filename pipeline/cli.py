@@ -105,15 +105,15 @@ def cmd_replay(settings: Settings, args) -> int:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
 
-    def report_skip(line_no: int, why: str) -> None:
+    def report(line_no: int, why: str) -> None:
         print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
 
-    result = replay(_producer(settings), path, args.format, args.household, report_skip)
+    result = replay(_producer(settings), path, args.format, args.household, report)
     print(f"lines read {result.lines_read}, published {result.published}, "
-          f"skipped {result.skipped}, failed {result.failed}")
+          f"skipped {result.skipped}, refused {result.refused}, failed {result.failed}")
     if result.error:
         raise CliError(result.error)
-    return 1 if result.failed else 0
+    return 1 if result.failed or result.refused else 0
 
 
 def cmd_stream(settings: Settings, args) -> int:

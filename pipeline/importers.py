@@ -35,6 +35,9 @@ from .simulator import format_reading
 
 FORMATS = ("readings", "lcl", "uci")
 UCI_DEFAULT_HOUSEHOLD = "H900001"
+# Above the Kafka client's default message.max.bytes (1,000,000), so a longer line is refused
+# by it and reported, never sent cut short.
+MAX_RAW_LINE_BYTES = 1 << 20
 _LCL_ID = re.compile(r"^MAC(\d+)$")
 
 
@@ -58,12 +61,26 @@ def household_from_line(line: bytes) -> str | None:
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
-    """(line number, line without its terminator, bytes read so far), one line at a time."""
+    """(line number, line without its terminator, bytes read so far), one line at a time. Of a
+    line longer than MAX_RAW_LINE_BYTES only that much is kept (no record that large can be
+    sent), so memory stays bounded whatever the file holds."""
     with path.open("rb") as handle:
-        offset = 0
-        for number, line in enumerate(handle, start=1):
+        offset = number = 0
+        while line := handle.readline(MAX_RAW_LINE_BYTES + 1):
+            number += 1
             offset += len(line)
+            if len(line) > MAX_RAW_LINE_BYTES and not line.endswith(b"\n"):
+                offset += _skip_rest_of_line(handle)
             yield number, line.rstrip(b"\n").rstrip(b"\r"), offset
+
+
+def _skip_rest_of_line(handle) -> int:
+    skipped = 0
+    while chunk := handle.readline(MAX_RAW_LINE_BYTES):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
 
 
 def read_lines(path: Path) -> Iterator[Converted]:

@@ -101,6 +101,10 @@ class DeliveryStats:
     last_error: str | None = None
 
 
+class RecordRefused(Exception):
+    """The client refused a record before sending it (too large, for one)."""
+
+
 class ReadingProducer:
     """Idempotent producer (acks=all): every record is either acknowledged or counted as failed.
 
@@ -144,7 +148,8 @@ class ReadingProducer:
             self._on_delivery(err is None, msg.latency() or 0.0)
 
     def send(self, key: str | bytes | None, value: bytes | str | None, timestamp_ms: int = 0) -> None:
-        """Queue one record; `timestamp_ms` 0 lets the client stamp it with the current time."""
+        """Queue one record; `timestamp_ms` 0 lets the client stamp it with the current time.
+        Raises RecordRefused if the client will not take it; nothing else is affected."""
         while True:
             try:
                 self._producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered,
@@ -153,6 +158,8 @@ class ReadingProducer:
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it (backpressure).
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise RecordRefused(exc.args[0].str() if exc.args else str(exc)) from exc
         self._sent += 1
         if self._sent % 1000 == 0:  # serve delivery callbacks without a system call per record
             self._producer.poll(0)

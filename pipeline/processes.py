@@ -1,8 +1,8 @@
 """Background processes that `energy-monitor up` starts and `down` stops, safely.
 
-A pid file holds the pid and the process's start time (`/proc/PID/stat`, in clock ticks since
-boot), so a pid the kernel has since given to another process is never signalled: `var/run`
-survives reboots, pids do not. Each component leads a session of its own; `stop` sends SIGTERM
+A pid file holds the pid, the process's start time (`/proc/PID/stat`, in clock ticks since
+boot) and the boot's id, so a pid the kernel has since given to another process is never
+signalled: `var/run` survives reboots, and after one the same pid can start at the same tick. Each component leads a session of its own; `stop` sends SIGTERM
 to the leader alone first (the stream job then stops its query while Spark's JVM and Python
 workers still run), and only after the grace period the rest of the session, then SIGKILL.
 Processes of a session whose leader already died are stopped too, never left orphaned.
@@ -48,17 +48,25 @@ def session_members(session: int) -> list[int]:
     return members
 
 
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 class PidFile:
     def __init__(self, path: Path):
         self.path = path
 
     def write(self, pid: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(f"{pid} {start_ticks(pid)}\n")
+        self.path.write_text(f"{pid} {start_ticks(pid)} {boot_id()}\n")
 
     def read(self) -> tuple[int, int] | None:
+        """(pid, start ticks) of a process started in this boot; None if there is none, or if
+        the file is from an earlier boot (its pid names nothing of ours any more)."""
         try:
-            pid, ticks = self.path.read_text().split()
+            pid, ticks, boot = self.path.read_text().split()
+            if boot != boot_id():
+                return None
             return int(pid), int(ticks)
         except (FileNotFoundError, ValueError):
             return None

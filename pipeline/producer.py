@@ -10,7 +10,7 @@ from typing import Callable
 
 from .importers import convert
 from .clock import parse_utc, utc_stamp
-from .kafka_io import ReadingProducer, last_values
+from .kafka_io import ReadingProducer, RecordRefused, last_values
 from .simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -105,17 +105,19 @@ def resume_point(bootstrap: str, topic: str, tick_s: int, now: int, max_lead_s: 
 class ReplaySummary:
     lines_read: int
     published: int
-    skipped: int
+    skipped: int  # rows the converter could not use
+    refused: int  # lines the Kafka client would not take (over its record size)
     failed: int
     error: str | None = None  # why the replay stopped early
 
 
 def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | None = None,
-           report_skip: Callable[[int, str], None] | None = None) -> ReplaySummary:
+           report: Callable[[int, str], None] | None = None) -> ReplaySummary:
     """Publish a file's lines (converted by `fmt`), logging progress every PROGRESS_EVERY_S.
-    An interruption or a read error ends it early, but what was sent is always flushed and
-    the summary always says what reached Kafka."""
-    read = skipped = 0
+    A line that cannot be converted, or that Kafka refuses, is reported with its number and
+    passed over. An interruption or a read error ends it early, but what was sent is always
+    flushed and the summary always says what reached Kafka."""
+    read = skipped = refused = 0
     size = max(1, path.stat().st_size)
     started = time.monotonic()
     next_progress = started + PROGRESS_EVERY_S
@@ -123,12 +125,17 @@ def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | Non
     try:
         for item in convert(path, fmt, household):
             read += 1
-            if item.skipped is not None:
-                skipped += 1
-                if report_skip:
-                    report_skip(item.line_no, item.skipped)
+            why = item.skipped
+            if why is None:
+                try:
+                    producer.send(item.key, item.value)
+                except RecordRefused as exc:
+                    refused += 1
+                    why = f"refused by Kafka ({len(item.value)} bytes): {exc}"
             else:
-                producer.send(item.key, item.value)
+                skipped += 1
+            if why is not None and report:
+                report(item.line_no, why)
             if time.monotonic() >= next_progress:
                 elapsed = time.monotonic() - started
                 log.info("replay %s: %d lines (%.0f%%), %.0f lines/s", path.name, read,
@@ -138,5 +145,5 @@ def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | Non
         error = f"interrupted after line {read}"
     except OSError as exc:
         error = f"reading {path} failed after line {read}: {exc}"
-    result = _summary(producer, read - skipped, 2 * FLUSH_TIMEOUT_S)
-    return ReplaySummary(read, result.acknowledged, skipped, result.failed + result.unflushed, error)
+    result = _summary(producer, read - skipped - refused, 2 * FLUSH_TIMEOUT_S)
+    return ReplaySummary(read, result.acknowledged, skipped, refused, result.failed + result.unflushed, error)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import broker, processes
+from . import broker, ports, processes
 from .broker import port_open
 from .config import PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
@@ -214,7 +214,7 @@ def start(settings: Settings, name: str) -> str:
         return "already running"
     port = component.port(settings) if component.port else 0
     if port and port_open("127.0.0.1", port):
-        raise RuntimeError(f"{name}: port {port} is held by another process, not one `up` started "
+        raise RuntimeError(f"{name}: port {port} is already in use {ports.describe(port, Path(settings.var_dir))} "
                            f"(stop it, or set another port)")
     process = processes.spawn(component.command(settings), log_file, settings.log_max_bytes, settings.log_backups)
     pid_file.write(process.pid)

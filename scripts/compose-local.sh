@@ -7,7 +7,7 @@
 #     arguments / image names; Kafka and the app images are built from the repo as usual.
 # Grafana has no stand-in: it is left out, its provisioning is covered by the dashboard tests.
 #
-# usage: scripts/compose-local.sh [cluster] daemon|prepare|build|up [SERVICE…]|down|ps|logs [SERVICE]|config|... (other
+# usage: scripts/compose-local.sh [cluster] daemon|prepare|build|check-ports|up [SERVICE…]|down|ps|logs [SERVICE]|config|... (other
 # words go to docker-compose). `cluster` first: the cluster variant (docker-compose.cluster.yml over
 # docker-compose.yml: 3 brokers, 2 Spark workers) as its own project, with volumes of its own. `prepare` makes the engine, base images and jars ready and prints the env
 # file to pass to docker-compose (the compose test runs the stack itself through pytest-docker).
@@ -25,6 +25,11 @@ if [ "${1:-}" = cluster ]; then
   PROJECT=${COMPOSE_PROJECT:-energy-monitor-cluster}
   SERVICES+=(kafka-2 kafka-3 spark-worker-2)
 fi
+# A file of your own over the stack's (docker-compose only reads docker-compose.override.yml
+# by itself when no -f is given).
+[ -z "${COMPOSE_OVERRIDE:-}" ] || FILES+=(-f "$COMPOSE_OVERRIDE")
+PYTHON=$ROOT/.venv/bin/python
+[ -x "$PYTHON" ] || PYTHON=python3
 say() { echo "==> compose-local: $*"; }
 
 ensure_docker() {
@@ -89,6 +94,23 @@ VARS
 
 compose() { docker-compose -p "$PROJECT" "${FILES[@]}" --env-file "$(env_file)" "$@"; }
 
+# Every published host port free (or the project's own), before anything is built or started.
+check_ports() {
+  compose config | PYTHONPATH=$ROOT "$PYTHON" -m pipeline.ports --project "$PROJECT" --var-dir "${VAR_DIR:-$ROOT/var}"
+}
+
+# A start that fails part-way leaves nothing running: the logs first, then down (volumes kept).
+start() {
+  if compose up -d "$@"; then
+    return
+  fi
+  local logs=$VAR/$PROJECT-failed-start.log
+  compose logs --no-color --timestamps > "$logs" 2>&1 || true
+  say "start failed: taking down what was started; every service's log is in $logs"
+  compose down --remove-orphans >&2 || true
+  exit 1
+}
+
 prepare() {
   ensure_docker
   ensure_base
@@ -102,14 +124,17 @@ case "${1:-up}" in
     shift
     targets=("$@")
     [ ${#targets[@]} -gt 0 ] || targets=("${SERVICES[@]}")
+    ensure_docker
+    check_ports
     prepare
     say "building and starting ${targets[*]}"
     compose build
     # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.
     docker image prune -f >/dev/null
-    compose up -d "${targets[@]}"
+    start "${targets[@]}"
     compose ps
     ;;
+  check-ports) ensure_docker; check_ports ;;
   build)
     prepare
     say "building images"

@@ -6,8 +6,10 @@ scripts/compose-local.sh and runs only it; `make test` checks the rendered confi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import urllib.request
 
@@ -86,14 +88,60 @@ def docker_running() -> bool:
 
 SERVICES = ["kafka", "spark-master", "spark-worker", "producer", "stream", "exporter", "archiver", "view",
             "prometheus", "alertmanager"]
+SCRIPT = str(ROOT / "scripts" / "compose-local.sh")
+needs_docker = pytest.mark.skipif(not docker_running(), reason="no Docker engine; run `make test-compose`")
+
+
+def project_containers(project: str) -> list[str]:
+    listed = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+                            capture_output=True, text=True, check=True)
+    return listed.stdout.split()
+
+
+def compose_local(*args: str, project: str = "energy-monitor", timeout: float = 1800, **env: str):
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COMPOSE_PROJECT": project, **env})
+
+
+# These two run before the stack's fixtures start anything (pytest keeps the file's order).
+@pytest.mark.compose_run
+@needs_docker
+def test_a_held_port_is_named_before_any_container_is_created():
+    project = "energy-monitor-held-port"
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 9092))
+        holder.listen()
+        result = compose_local("up", project=project, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "9092" in line]
+    assert len(errors) == 1, result.stderr
+    assert "kafka" in errors[0] and f"pid {os.getpid()}" in errors[0], errors[0]
+    assert "building" not in result.stdout, result.stdout
+    assert project_containers(project) == []
+
+
+@pytest.mark.compose_run
+@needs_docker
+def test_a_start_that_fails_part_way_leaves_no_container(tmp_path):
+    project = "energy-monitor-failed-start"
+    override = tmp_path / "broken-kafka.yml"
+    override.write_text("services:\n  kafka:\n    entrypoint: [\"/no/such/program\"]\n")
+    try:
+        result = compose_local("up", "alertmanager", "prometheus", "kafka", project=project,
+                               COMPOSE_OVERRIDE=str(override))
+        assert result.returncode != 0, result.stdout[-2000:]
+        assert "start failed" in result.stdout + result.stderr, result.stderr[-2000:]
+        assert project_containers(project) == []
+    finally:
+        compose_local("down", "-v", project=project, timeout=300)
 
 
 # pytest-docker's fixtures, pointed at this repository's stack: the engine, base images and
 # env file come from scripts/compose-local.sh (no registry here); Grafana has no local image.
 @pytest.fixture(scope="session")
 def docker_compose_command() -> str:
-    prepared = subprocess.run([str(ROOT / "scripts" / "compose-local.sh"), "prepare"], capture_output=True,
-                              text=True, timeout=1800)
+    prepared = compose_local("prepare")
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     return f"docker-compose --env-file {prepared.stdout.strip()}"
 
@@ -110,15 +158,17 @@ def docker_compose_project_name() -> str:
 
 @pytest.fixture(scope="session")
 def docker_setup() -> list[str]:
-    return ["down -v", "build", f"up -d {' '.join(SERVICES)}"]
+    return ["down -v"]
 
 
 @pytest.fixture(scope="session")
 def compose(docker_services, docker_compose_command, docker_compose_file, docker_compose_project_name):
-    """Runs `docker-compose SUBCOMMAND` on the stack docker_services started; returns its text."""
+    """Starts the stack as `compose-local.sh up` does (ports checked first, nothing left behind
+    on failure); returns a runner of `docker-compose SUBCOMMAND` that gives its text."""
+    started = compose_local("up", *SERVICES, project=docker_compose_project_name)
+    if started.returncode != 0:
+        pytest.fail(f"compose-local.sh up failed:\n{started.stderr[-3000:]}", pytrace=False)
     executor = DockerComposeExecutor(docker_compose_command, docker_compose_file, docker_compose_project_name)
-    # vfs stores every layer as a full copy: drop the images that rebuilds left untagged.
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
     return lambda subcommand: executor.execute(subcommand).decode()
 
 
@@ -163,7 +213,7 @@ def history_lines(compose) -> int:
 
 
 @pytest.mark.compose_run
-@pytest.mark.skipif(not docker_running(), reason="no Docker engine; run `make test-compose`")
+@needs_docker
 def test_stack_runs_survives_a_kafka_restart_and_loses_no_reading(docker_services, compose):
     wait = docker_services.wait_until_responsive
     wait(check=lambda: healthy(compose, SERVICES), timeout=600, pause=5)

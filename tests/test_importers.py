@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import SHARED
+from pipeline import importers
 from pipeline.importers import convert
 
 REAL = SHARED / "data" / "real"
@@ -81,3 +82,13 @@ def test_readings_format_keeps_lines_as_they_are(tmp_path):
     items = list(convert(path, "readings"))
     assert [i.value for i in items] == [b"2026-01-05T17:00:15Z,H001,0.01234", b"\xff,H002,1", b"", b"last,line"]
     assert [i.key for i in items] == ["H001", "H002", None, "line"]
+
+
+def test_a_huge_line_is_read_cut_to_the_bound_and_numbering_goes_on(tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_bytes(b"a\n" + b"x" * (3 * importers.MAX_RAW_LINE_BYTES) + b"\nb\n")
+    items = list(importers.read_lines(path))
+    assert [i.line_no for i in items] == [1, 2, 3]
+    assert [items[0].value, items[2].value] == [b"a", b"b"]
+    assert len(items[1].value) == importers.MAX_RAW_LINE_BYTES + 1
+    assert items[2].end_offset == path.stat().st_size

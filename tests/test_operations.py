@@ -2,6 +2,7 @@
 alerts that reach someone. Real processes, files and services; nothing is simulated."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -26,10 +27,16 @@ def test_a_pid_file_naming_an_unrelated_live_process_is_not_signalled(tmp_path):
         settings = isolated_stack(tmp_path)
         run_dir = Path(settings.var_dir) / "run"
         run_dir.mkdir(parents=True)
-        # A pid file left from before a reboot: same pid, another process's start time.
-        (run_dir / "view.pid").write_text(f"{unrelated.pid} {processes.start_ticks(unrelated.pid) - 1}\n")
-        # And one in the old format (pid only).
+        ticks = processes.start_ticks(unrelated.pid)
+        # Same pid, another process's start time.
+        (run_dir / "view.pid").write_text(f"{unrelated.pid} {ticks - 1} {processes.boot_id()}\n")
+        # Left from before a reboot: same pid and start tick, another boot.
+        (run_dir / "producer.pid").write_text(f"{unrelated.pid} {ticks} 00000000-0000-0000-0000-000000000000\n")
+        # And older formats (pid only; pid and ticks without a boot).
         (run_dir / "exporter.pid").write_text(f"{unrelated.pid}\n")
+        (run_dir / "stream.pid").write_text(f"{unrelated.pid} {ticks}\n")
+        assert PidFile(run_dir / "producer.pid").running() is None
+        assert PidFile(run_dir / "stream.pid").running() is None
         first = run_cli(settings, "down")
         assert "stale pid file" in first.stdout and alive(unrelated.pid)
         second = run_cli(settings, "down")
@@ -91,7 +98,7 @@ def test_a_port_held_by_another_process_is_reported(tmp_path):
         port = holder.getsockname()[1]
         result = run_cli(isolated_stack(tmp_path), "up", "view", check=False, extra_env={"VIEW_PORT": str(port)})
     assert result.returncode == 1
-    assert f"port {port} is held by another process" in result.stderr
+    assert f"port {port} is already in use by pid {os.getpid()}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

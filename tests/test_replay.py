@@ -1,0 +1,36 @@
+"""`energy-monitor replay` against the real broker: what Kafka refuses is reported and passed
+over, everything else is delivered, and the summary and exit code say so."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import run_cli
+from pipeline.kafka_io import read_topic
+
+pytestmark = [pytest.mark.kafka]
+
+
+def test_a_line_kafka_refuses_is_reported_by_number_and_the_rest_is_delivered(make_settings, tmp_path):
+    settings = make_settings()
+    good = ["2026-01-05T17:00:15Z,H001,0.01234", "2026-01-05T17:00:30Z,H002,0.5"]
+    path = tmp_path / "readings.csv"
+    with path.open("wb") as handle:
+        handle.write(good[0].encode() + b"\n")
+        handle.write(b"2026-01-05T17:00:15Z,H003," + b"9" * 3_000_000 + b"\n")  # over any record size
+        handle.write(good[1].encode() + b"\n")
+    result = run_cli(settings, "replay", str(path), check=False)
+    assert result.returncode == 1, result.stderr
+    assert f"{path}:2: skipped: refused by Kafka" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "lines read 3, published 2, skipped 0, refused 1, failed 0" in result.stdout
+    delivered = [m.value().decode() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+                                                        stop_at_end=True)]
+    assert sorted(delivered) == good
+
+
+def test_a_file_without_refusals_exits_0(make_settings, tmp_path):
+    settings = make_settings()
+    path = tmp_path / "readings.csv"
+    path.write_text("2026-01-05T17:00:15Z,H001,0.01234\nnot a reading\n")
+    result = run_cli(settings, "replay", str(path))
+    assert "lines read 2, published 2, skipped 0, refused 0, failed 0" in result.stdout
