@@ -19,11 +19,12 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry
 
+from .clock import utc_stamp
 from .config import MODES, PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .processes import stop_flag_on_signals
-from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing
+from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing, recent_since_ms
 from .contract import REASONS
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,11 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
              rule.description, rule.mode, rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s)
     log.info("checkpoint %s (a new one starts from %s offsets, at most %d readings per batch)",
              checkpoint, settings.starting_offsets, settings.max_offsets_per_trigger)
+    since_ms = None
     if isinstance(checkpoint, Path):
         checkpoint.mkdir(parents=True, exist_ok=True)
-    stream, tally = build_stream(spark, settings)
+        since_ms = start_bound_ms(checkpoint, settings)
+    stream, tally = build_stream(spark, settings, since_ms)
     name = f"energy-alerts-{rule.mode}"
     router = batch_counts_router(spark)
     route = router.announce(name, tally, on_batch)
@@ -243,6 +246,31 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
     except Exception:
         router.withdraw(name, route)
         raise
+
+
+# In the checkpoint directory, beside what Spark writes there.
+START_BOUND_FILE = "energy-start-bound"
+
+
+def start_bound_ms(checkpoint: Path, settings: Settings) -> int | None:
+    """The record time before which a `recent` checkpoint reads nothing, fixed when the
+    checkpoint is made (START_BOUND_FILE), so a restart filters as the first start did. None
+    for a checkpoint made without one, whose offsets alone say where it is."""
+    if settings.starting_offsets != "recent":
+        return None
+    bound_file = checkpoint / START_BOUND_FILE
+    try:
+        return int(bound_file.read_text())
+    except FileNotFoundError:
+        if (checkpoint / "offsets").exists():
+            return None
+    except ValueError as exc:
+        raise RuntimeError(f"{bound_file} is not a record time in milliseconds; delete the checkpoint "
+                           f"to start over") from exc
+    since_ms = recent_since_ms(settings)
+    bound_file.write_text(f"{since_ms}\n")
+    log.info("a new checkpoint: records written before %s are not read", utc_stamp(since_ms // 1000))
+    return since_ms
 
 
 def trigger(writer, settings: Settings, once: bool):

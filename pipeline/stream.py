@@ -78,9 +78,13 @@ SOURCE_OPTIONS = {
 }
 
 
-def read_readings(spark, settings: Settings):
+def read_readings(spark, settings: Settings, since_ms: int | None = None):
     """The readings topic as a stream. A new checkpoint starts where STARTING_OFFSETS says;
-    `recent` is the records written in the last window + watermark (by Kafka record time)."""
+    `recent` is the records written since `since_ms` (by Kafka record time; by default the
+    last window + watermark). The seek finds each partition's first such record, and a filter
+    drops older records after it: record times need not grow along a partition."""
+    from pyspark.sql import functions as F
+
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.bootstrap_servers)
               .option("subscribe", settings.readings_topic)
@@ -89,14 +93,17 @@ def read_readings(spark, settings: Settings):
               # Records deleted by retention before we read them are gone either way; say so
               # in the log instead of stopping the job.
               .option("failOnDataLoss", "false"))
-    if settings.starting_offsets == "recent":
-        rule = settings.rule
-        since_ms = int((time.time() - rule.window_s - rule.watermark_s) * 1000)
-        reader = (reader.option("startingTimestamp", str(since_ms))
-                  .option("startingOffsetsByTimestampStrategy", "latest"))
-    else:
-        reader = reader.option("startingOffsets", settings.starting_offsets)
-    return reader.load()
+    if settings.starting_offsets != "recent":
+        return reader.option("startingOffsets", settings.starting_offsets).load()
+    since_ms = recent_since_ms(settings) if since_ms is None else since_ms
+    return (reader.option("startingTimestamp", str(since_ms))
+            .option("startingOffsetsByTimestampStrategy", "latest").load()
+            .where(F.col("timestamp") >= F.timestamp_millis(F.lit(since_ms))))
+
+
+def recent_since_ms(settings: Settings) -> int:
+    rule = settings.rule
+    return int((time.time() - rule.window_s - rule.watermark_s) * 1000)
 
 
 def household_code(household):
@@ -324,11 +331,11 @@ def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally):
     return buckets.select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS)))
 
 
-def build_stream(spark, settings: Settings):
+def build_stream(spark, settings: Settings, since_ms: int | None = None):
     """The streaming DataFrame of the job's output rows (before the sink), and the accumulator
-    its state function tallies each batch in (BatchTally)."""
+    its state function tallies each batch in (BatchTally); `since_ms` as in read_readings."""
     tally = spark.sparkContext.accumulator({}, BatchTally())
-    parsed = parse_readings(read_readings(spark, settings), settings.max_reading_kwh,
+    parsed = parse_readings(read_readings(spark, settings, since_ms), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
     staged = stage_panes(parsed, settings.rule.slide_s, settings.state_buckets, settings.shuffle_partitions)
     return alert_state(staged, settings.rule, settings.baseline_rule, tally), tally

@@ -101,6 +101,40 @@ def test_a_new_checkpoint_starts_from_recent_readings(make_settings, spark, tmp_
     assert alerts == set(everything.alerts()) and len(alerts) > len(only_fresh.alerts())
 
 
+def threshold_alerts(settings) -> set[tuple[str, str, str]]:
+    return {(a["household_id"], a["window_start"], a["window_end"])
+            for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"}
+
+
+def test_a_new_checkpoint_reads_no_old_record_after_a_fresh_one(make_settings, spark):
+    """Record times that go back along a partition: a fresh record, then two-day-old ones."""
+    now = int(time.time()) // 60 * 60
+    fresh, old = valid_lines(now - 600, 8), valid_lines(now - 2 * 86400, 8)
+    settings = make_settings(run_mode="demo")
+    publish(settings, [",".join(r) for r in fresh])
+    publish(settings, [",".join(r) for r in old], timestamp_ms=(now - 2 * 86400) * 1000)
+
+    run_job_once(spark, settings)
+    only_fresh = Expectation(60, 15, Decimal("0.05"), 600)
+    only_fresh.batch(fresh)
+    assert only_fresh.alerts() and threshold_alerts(settings) == set(only_fresh.alerts())
+
+
+def test_a_reading_59_minutes_ahead_does_not_make_on_time_readings_late(make_settings, spark):
+    """Within MAX_FUTURE_SKEW, so valid; the watermark still stays behind the wall clock."""
+    now = int(time.time()) // 60 * 60
+    settings = make_settings(run_mode="demo")
+    publish(settings, [f"{iso(now + 59 * 60)},H999,0.001"])
+    run_job_once(spark, settings)
+    on_time = valid_lines(now - 300, 8)
+    publish(settings, [",".join(r) for r in on_time])
+    run_job_once(spark, settings)
+
+    expect = Expectation(60, 15, Decimal("0.05"), 600)
+    expect.batch(on_time)
+    assert expect.alerts() and threshold_alerts(settings) == set(expect.alerts())
+
+
 EDGE_TIMESTAMPS = ["2026-07-02T14:00:00Z", "2026-07-02T14:00:00+02:00", "2026-07-02T14:00:00-00:00",
                    "2026-07-02T14:00:00+18:00", "2026-07-02T14:00:00+19:00", "2026-07-02T14:00:00+02:60",
                    "2026-02-29T00:00:00Z", "2028-02-29T00:00:00Z", "2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z",
