@@ -8,14 +8,26 @@ HISTORY_GROUP, only so that the exporter shows its lag.
 
 A record that is neither a valid reading nor an alert is counted and skipped: the stream job
 already sends invalid readings to the dead-letter topic with their reason. When the store
-cannot be written, the gathered batch is kept and retried: nothing is skipped or counted twice.
+cannot be written, the gathered batch is kept and retried after re-reading the positions the
+store holds (a commit reported failed may have gone through): nothing is skipped or counted
+twice.
+
+At start the stored positions are checked against each partition's range: behind the log start
+(retention deleted what was never archived) the archiver reads from the log start and counts
+the gap; ahead of the log end the topic was recreated, and it stops with a one-line error
+unless told to accept the new topic. Partitions added later are picked up. One archiver writes
+a history: a second on the same local HISTORY_ROOT is refused (a lock file; on an object store
+nothing can hold such a lock, see docs/history.md).
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
@@ -43,39 +55,112 @@ class ArchiveConfig:
     max_records: int = 200_000
     retention_days: int = 7
     maintain_every_s: float = 3600.0
+    accept_new_topic: bool = False
+    partitions_every_s: float = 60.0
+
+
+LOCK_FILE = "_archiver.lock"
+
+
+class HistoryLocked(RuntimeError):
+    pass
+
+
+def lock_history(root: str):
+    """An exclusive lock on a local history for this process's life (the open file holds it;
+    the kernel drops it when the process dies, however it dies). None for an object store."""
+    if "://" in root:
+        log.warning("%s is an object store: nothing stops a second archiver writing it", root)
+        return None
+    Path(root).mkdir(parents=True, exist_ok=True)
+    handle = open(Path(root) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise HistoryLocked(f"another archiver (pid {holder}) is writing {root}: one archiver per history") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class Archiver:
     def __init__(self, config: ArchiveConfig, store: HistoryStore, metrics: HistoryMetrics):
         self.config, self.store, self.metrics = config, store, metrics
+        # A position that retention passes while we run: go on from the log start, not the end.
         self._consumer = Consumer(client_config(config.bootstrap, **{
-            "group.id": config.group, "enable.auto.commit": False, "enable.partition.eof": False}))
+            "group.id": config.group, "enable.auto.commit": False, "enable.partition.eof": False,
+            "auto.offset.reset": "earliest"}))
         self._tables = {config.readings_topic: "energy", config.alerts_topic: "alerts"}
         # (topic, partition) -> the next offset its table has committed: a retried batch whose
         # energy commit went through before the alerts commit failed must not append it again.
         self._committed: dict[tuple[str, int], int] = {}
 
-    def assign(self) -> dict[str, dict[int, int]]:
-        """Every partition of both topics, from the offsets the tables recorded."""
-        self.store.create()
+    def _partitions(self) -> dict[str, list[int]]:
         metadata = self._consumer.list_topics(timeout=15)
-        start = {}
-        for topic, table in self._tables.items():
+        for topic in self._tables:
             if topic not in metadata.topics:
                 raise RuntimeError(f"topic {topic} does not exist yet")
-            start[topic] = self.store.next_offsets(table, topic, sorted(metadata.topics[topic].partitions))
+        return {topic: sorted(metadata.topics[topic].partitions) for topic in self._tables}
+
+    def assign(self) -> dict[str, dict[int, int]]:
+        """Every partition of both topics, from the offsets the tables recorded, checked
+        against each partition's range."""
+        self.store.create()
+        start = {topic: self._checked(topic, self.store.next_offsets(self._tables[topic], topic, partitions))
+                 for topic, partitions in self._partitions().items()}
         self._committed = {(t, p): o for t, offsets in start.items() for p, o in offsets.items()}
         self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._committed.items()])
         log.info("archiving from offsets %s", start)
         return start
 
+    def _checked(self, topic: str, stored: dict[int, int]) -> dict[int, int]:
+        positions = {}
+        for partition, offset in stored.items():
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            if offset > high and not self.config.accept_new_topic:
+                raise RuntimeError(
+                    f"the history has read {topic} partition {partition} up to offset {offset}, but the partition "
+                    f"ends at {high}: the topic was recreated. Start over with a new HISTORY_ROOT, or run "
+                    f"`energy-monitor archive --accept-new-topic` to add the new topic to this history")
+            if offset > high:
+                log.warning("%s[%d]: stored position %d is past the end %d (a new topic, accepted): from %d",
+                            topic, partition, offset, high, low)
+                offset = low
+            elif offset < low:
+                log.warning("%s[%d]: records %d..%d were deleted by retention before they were archived",
+                            topic, partition, offset, low - 1)
+                self.metrics.retention_gap.labels(self._tables[topic]).inc(low - offset)
+                offset = low
+            positions[partition] = offset
+        return positions
+
+    def _pick_up_new_partitions(self) -> None:
+        added = {}
+        for topic, partitions in self._partitions().items():
+            new = [p for p in partitions if (topic, p) not in self._committed]
+            if new:
+                added[topic] = self._checked(topic, self.store.next_offsets(self._tables[topic], topic, new))
+        if added:
+            fresh = {(t, p): o for t, offsets in added.items() for p, o in offsets.items()}
+            self._committed.update(fresh)
+            self._consumer.incremental_assign([TopicPartition(t, p, o) for (t, p), o in fresh.items()])
+            log.info("new partitions, archiving from offsets %s", added)
+
     def run(self, stop: threading.Event) -> None:
         self.assign()
         next_maintenance = time.monotonic()
+        next_partitions = time.monotonic() + self.config.partitions_every_s
         while not stop.is_set():
             batch = self._gather(stop)
             if batch:
                 self._write_until_done(batch, stop)
+            if time.monotonic() >= next_partitions:
+                self._pick_up_new_partitions()
+                next_partitions = time.monotonic() + self.config.partitions_every_s
             if time.monotonic() >= next_maintenance:
                 self.maintain()
                 next_maintenance = time.monotonic() + self.config.maintain_every_s
@@ -103,6 +188,18 @@ class Archiver:
             if stop.wait(pause):
                 return
             pause = min(pause * 2, 60.0)
+            self._reread_positions()
+
+    def _reread_positions(self) -> None:
+        """What the store holds wins over what this process believes: the commit that raised
+        may have been written."""
+        try:
+            for topic, table in self._tables.items():
+                partitions = sorted(p for t, p in self._committed if t == topic)
+                stored = self.store.next_offsets(table, topic, partitions)
+                self._committed.update({(topic, p): max(o, self._committed[(topic, p)]) for p, o in stored.items()})
+        except HistoryUnavailable as exc:
+            log.error("cannot re-read the stored positions yet: %s", exc)
 
     def write(self, batch: list) -> None:
         """One commit per table for the batch's records of its topic, then the group offsets."""

@@ -186,7 +186,7 @@ def cmd_alerts(settings: Settings, args) -> int:
 
 
 def cmd_archive(settings: Settings, args) -> int:
-    from .archiver import ArchiveConfig, Archiver
+    from .archiver import ArchiveConfig, Archiver, lock_history
     from .history import HistoryStore
     from .metrics import HistoryMetrics
 
@@ -194,6 +194,7 @@ def cmd_archive(settings: Settings, args) -> int:
     if args.maintain:
         print(json.dumps(store.maintain(settings.history_retention_days)))
         return 0
+    lock = lock_history(settings.history_root)  # held until this process ends
     ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     registry = CollectorRegistry()
     if settings.history_metrics_port:
@@ -201,7 +202,7 @@ def cmd_archive(settings: Settings, args) -> int:
     config = ArchiveConfig(settings.bootstrap_servers, settings.readings_topic, settings.alerts_topic,
                            settings.history_group, settings.rule.slide_s, settings.max_line_bytes,
                            settings.max_reading_kwh, settings.future_skew_s, settings.history_flush_seconds,
-                           retention_days=settings.history_retention_days)
+                           retention_days=settings.history_retention_days, accept_new_topic=args.accept_new_topic)
     print(f"archiving {settings.readings_topic} and {settings.alerts_topic} into {settings.history_root}", flush=True)
     stop = threading.Event()
     try:
@@ -318,6 +319,8 @@ def _add_history(sub) -> None:
     p = sub.add_parser("archive", help="keep the alert and energy history (HISTORY_ROOT) up to date")
     p.add_argument("--maintain", action="store_true",
                    help="apply retention and compact the tables once, then exit")
+    p.add_argument("--accept-new-topic", action="store_true",
+                   help="a topic recreated since this history last read it: archive it from its start")
     p.set_defaults(func=cmd_archive)
 
     p = sub.add_parser("history", help="alerts from the durable history, one per line, oldest first")

@@ -57,12 +57,15 @@ class HistoryMetrics:
         self.skipped = Counter("energy_history_skipped_records_total",
                                "Records that are not a valid reading or alert, skipped.", ["table"],
                                registry=registry)
+        self.retention_gap = Counter("energy_history_retention_gap_records_total",
+                                     "Records deleted by retention before the archiver read them.", ["table"],
+                                     registry=registry)
         self.write_errors = Counter("energy_history_write_errors_total",
                                     "Failed history commits and maintenance runs (retried).", registry=registry)
         self.last_commit = Gauge("energy_history_last_commit_timestamp_seconds",
                                  "When the archiver last committed a batch.", registry=registry)
         for table in ("alerts", "energy"):
-            for family in (self.records, self.rows, self.skipped):
+            for family in (self.records, self.rows, self.skipped, self.retention_gap):
                 family.labels(table)
 
 
@@ -107,6 +110,19 @@ class StreamMetrics:
                                     registry=registry)
         self.invalid = Counter("energy_invalid_readings_total", "Readings sent to the dead-letter topic.",
                                ["reason"], registry=registry)
+        self.last_progress = Gauge("energy_stream_last_progress_timestamp_seconds",
+                                   "When the query last reported progress (Unix time).", registry=registry)
+        self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
+                                      "Configured micro-batch interval.", registry=registry)
+        self.trigger_interval.set(trigger_interval_s)
+        self._add_alert_instruments(registry, slo_s)
+        for value in modes:
+            for kind in ("threshold", "baseline"):
+                self.alerts.labels(mode=value, kind=kind)
+        for reason in reasons:
+            self.invalid.labels(reason=reason)
+
+    def _add_alert_instruments(self, registry: CollectorRegistry, slo_s: float) -> None:
         self.alerts = Counter("energy_alerts_total", "Alerts emitted, by mode and rule kind (threshold, baseline).",
                               ["mode", "kind"], registry=registry)
         self.baseline_warm = Gauge("energy_baseline_households_warm", "Households whose baseline is warm in "
@@ -115,11 +131,6 @@ class StreamMetrics:
         self.baseline_warming = Gauge("energy_baseline_households_warming", "Households whose baseline is "
                                       "still warming in some slot.", registry=registry)
         self._baseline_buckets: dict[int, tuple[int, int]] = {}
-        self.last_progress = Gauge("energy_stream_last_progress_timestamp_seconds",
-                                   "When the query last reported progress (Unix time).", registry=registry)
-        self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
-                                      "Configured micro-batch interval.", registry=registry)
-        self.trigger_interval.set(trigger_interval_s)
         self.alert_latency = Histogram(
             "energy_alert_latency_seconds", "From the Kafka record time of the reading that made a window "
             "cross to its alert written to Kafka.", buckets=ALERT_LATENCY_BUCKETS, registry=registry)
@@ -128,11 +139,6 @@ class StreamMetrics:
                                   registry=registry)
         Gauge("energy_alert_latency_slo_seconds", "The alert latency target (ALERT_LATENCY_SLO_SECONDS).",
               registry=registry).set(slo_s)
-        for value in modes:
-            for kind in ("threshold", "baseline"):
-                self.alerts.labels(mode=value, kind=kind)
-        for reason in reasons:
-            self.invalid.labels(reason=reason)
 
     def observe_progress(self, progress: dict) -> None:
         self.last_progress.set(time.time())

@@ -141,7 +141,7 @@ class Record:
     def error(self): return None
 
 
-def test_a_retried_batch_appends_its_energy_once(tmp_path):
+def test_a_retried_batch_appends_its_energy_once(tmp_path, kafka):
     from prometheus_client import CollectorRegistry
 
     from pipeline.archiver import ArchiveConfig, Archiver
@@ -159,7 +159,7 @@ def test_a_retried_batch_appends_its_energy_once(tmp_path):
 
     store = FailsAlertsOnce(str(tmp_path / "history"))
     store.create()
-    archiver = Archiver(ArchiveConfig("127.0.0.1:1", "r", "a", "g", 15, 1024, 10.0), store,
+    archiver = Archiver(ArchiveConfig(kafka, "r", "a", "g", 15, 1024, 10.0), store,
                         HistoryMetrics(CollectorRegistry()))
     alert = {"alert_id": "x1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
              "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05,
@@ -168,6 +168,34 @@ def test_a_retried_batch_appends_its_energy_once(tmp_path):
     archiver._write_until_done(batch, threading.Event())  # alerts refused once, then retried
     assert store.failed and list(store.alerts().alert_id) == ["x1"]
     assert list(store.energy("H001").kwh) == [0.25]
+    archiver._consumer.close()
+
+
+def test_a_commit_reported_failed_after_it_was_written_is_not_appended_again(tmp_path, kafka):
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.archiver import ArchiveConfig, Archiver
+    from pipeline.history import HistoryUnavailable
+    from pipeline.metrics import HistoryMetrics
+
+    class WritesThenFailsOnce(HistoryStore):
+        failed = False
+
+        def commit(self, table, rows, topic, next_offsets):
+            inserted = super().commit(table, rows, topic, next_offsets)
+            if table == "energy" and not self.failed:
+                self.failed = True
+                raise HistoryUnavailable("connection reset after the commit")
+            return inserted
+
+    store = WritesThenFailsOnce(str(tmp_path / "history"))
+    store.create()
+    archiver = Archiver(ArchiveConfig(kafka, "r", "a", "g", 15, 1024, 10.0), store,
+                        HistoryMetrics(CollectorRegistry()))
+    archiver._committed = {("r", 0): 0, ("a", 0): 0}
+    archiver._write_until_done([Record("r", 0, b"2026-07-02T14:00:15Z,H001,0.25")], threading.Event())
+    assert store.failed and list(store.energy("H001").kwh) == [0.25]
+    archiver._consumer.close()
 
 
 # Read a table of many files and exit at once: through delta-rs's default file system this
