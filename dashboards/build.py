@@ -252,7 +252,24 @@ def energy_alerts() -> db.Dashboard:
                                query("energy:stream_input_rows:rate1m", "processed", "B")))
             .with_panel(series("Invalid readings by reason", "rps", "Dead letters per second by reason: the "
                                "reason says what the sender writes wrong.",
-                               query("energy:invalid_readings:rate5m", "{{reason}}"))))
+                               query("energy:invalid_readings:rate5m", "{{reason}}")))
+            .with_row(row("Baseline rule"))
+            .with_panel(series("Alerts by rule", "short", "Alerts per second of the fixed threshold rule and of the "
+                               "per-household baseline rule. Baseline alerts without threshold alerts are the "
+                               "small households' anomalies the fixed rule cannot see.",
+                               query("energy:alerts_by_kind:rate5m", "{{kind}}")))
+            .with_panel(series("Baseline warm-up", "short", "Households whose baseline is warm in every slot, and "
+                               "those still learning (BASELINE_WARMUP windows per slot). After a new mode or slot "
+                               "layout without a history, all of them start warming.",
+                               query("energy:baseline_households:sum", "{{state}}")))
+            .with_panel(series("Baseline alerts per warm household", "short", "Baseline alerts per second per "
+                               "warm household. EnergyBaselineAlertsJump fires at five times the last day's "
+                               "average: units, clocks or a replay, more likely than many heaters at once.",
+                               query("energy:baseline_alerts_per_warm_household:rate15m", "per household")))
+            .with_panel(series("Duplicate readings/s", "rps", "Readings of a household and timestamp already "
+                               "counted, sent again (meter retransmissions, a replay run twice): each counted "
+                               "once. A steady rate is a sender that repeats itself.",
+                               query("energy:duplicate_readings:rate5m", "repeats"))))
 
 
 DASHBOARDS = {"pipeline-health.json": pipeline_health, "energy-alerts.json": energy_alerts}

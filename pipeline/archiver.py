@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from .alerts import parse_alert
 from .contract import parse_reading
-from .history import HistoryStore, HistoryUnavailable, alerts_table, energy_table
+from .history import ENERGY_SCHEMA, HistoryStore, HistoryUnavailable, alerts_table, energy_table
 from .kafka_io import client_config
 from .metrics import HistoryMetrics
 
@@ -57,6 +57,41 @@ class ArchiveConfig:
     maintain_every_s: float = 3600.0
     accept_new_topic: bool = False
     partitions_every_s: float = 60.0
+    # A reading of a (household, timestamp) already archived within this much event time of the
+    # newest one is a repeat, stored once (the job's WATERMARK_DELAY).
+    repeat_horizon_s: int = 600
+
+
+class SeenReadings:
+    """The (household, epoch) of every reading archived within the horizon of the newest one.
+    Keys join only once their commit has gone through, so a retried batch is not its own repeat."""
+
+    def __init__(self, horizon_s: int):
+        self.horizon_s = horizon_s
+        self.newest: int | None = None
+        self._keys: set[tuple[str, int]] = set()
+        self._sweep_at = 10_000  # keys beyond the horizon are dropped when there are this many
+
+    def fresh(self, readings: list[tuple[str, int, float]]) -> tuple[list[tuple[str, int, float]], int]:
+        """The readings that are neither archived nor earlier in the list, and how many were."""
+        kept, batch = [], set()
+        floor = None if self.newest is None else self.newest - self.horizon_s
+        for reading in readings:
+            key = reading[:2]
+            if key in batch or (key in self._keys and (floor is None or key[1] >= floor)):
+                continue
+            batch.add(key)
+            kept.append(reading)
+        return kept, len(readings) - len(kept)
+
+    def add(self, readings: list[tuple[str, int, float]]) -> None:
+        for household, epoch, _kwh in readings:
+            self._keys.add((household, epoch))
+            self.newest = epoch if self.newest is None else max(self.newest, epoch)
+        if len(self._keys) > self._sweep_at:
+            floor = self.newest - self.horizon_s
+            self._keys = {key for key in self._keys if key[1] >= floor}
+            self._sweep_at = max(10_000, 2 * len(self._keys))
 
 
 LOCK_FILE = "_archiver.lock"
@@ -98,6 +133,7 @@ class Archiver:
         # (topic, partition) -> the next offset its table has committed: a retried batch whose
         # energy commit went through before the alerts commit failed must not append it again.
         self._committed: dict[tuple[str, int], int] = {}
+        self._seen = SeenReadings(config.repeat_horizon_s)
 
     def _partitions(self) -> dict[str, list[int]]:
         metadata = self._consumer.list_topics(timeout=15)
@@ -219,26 +255,39 @@ class Archiver:
         if not messages:
             return
         table = self._tables[topic]
-        rows, skipped = to_rows(messages)
-        self.metrics.records.labels(table).inc(len(messages))
-        self.metrics.skipped.labels(table).inc(skipped)
+        rows, skipped, on_commit = to_rows(messages)
         next_offsets = {}
         for msg in messages:
             next_offsets[msg.partition()] = msg.offset() + 1
         if rows is not None:  # else nothing valid: re-read after a restart, it yields nothing again
             self.metrics.rows.labels(table).inc(self.store.commit(table, rows, topic, next_offsets))
+        self.metrics.records.labels(table).inc(len(messages))
+        self.metrics.skipped.labels(table).inc(skipped)
+        on_commit()
         self._committed.update({(topic, p): o for p, o in next_offsets.items()})
 
     def _energy_rows(self, messages: list):
-        parsed = [parse_reading(m.value(), self.config.max_line_bytes, self.config.max_kwh, self.config.future_skew_s) for m in messages]
+        """The batch's slot sums of readings not archived yet, the records skipped, and what to
+        do once they are committed (note them as seen, count the repeats)."""
+        config = self.config
+        parsed = [parse_reading(m.value(), config.max_line_bytes, config.max_kwh, config.future_skew_s)
+                  for m in messages]
         valid = [p for p in parsed if p is not None]
-        if not valid:
-            return None, len(parsed)
-        frame = pd.DataFrame(valid, columns=["household_id", "epoch", "kwh"])
-        frame["slot_start"] = frame.epoch // self.config.slot_s * self.config.slot_s
+        fresh, repeats = self._seen.fresh(valid)
+
+        def on_commit() -> None:
+            self._seen.add(fresh)
+            self.metrics.duplicates.inc(repeats)
+
+        if not fresh:
+            # Only repeats: an empty commit still records the offsets, so that a restarted
+            # archiver (which has forgotten what it saw) does not read them again.
+            return (ENERGY_SCHEMA.empty_table() if repeats else None), len(parsed) - len(valid), on_commit
+        frame = pd.DataFrame(fresh, columns=["household_id", "epoch", "kwh"])
+        frame["slot_start"] = frame.epoch // config.slot_s * config.slot_s
         sums = frame.groupby(["household_id", "slot_start"], as_index=False).agg(
             kwh=("kwh", "sum"), readings=("kwh", "size"))
-        return energy_table(sums), len(parsed) - len(valid)
+        return energy_table(sums), len(parsed) - len(valid), on_commit
 
     def _alert_rows(self, messages: list):
         alerts, skipped = {}, 0
@@ -249,7 +298,7 @@ class Archiver:
                 log.warning("skipping record %s/%d@%d: %s", msg.topic(), msg.partition(), msg.offset(), parsed.problem)
                 continue
             alerts.setdefault(parsed.alert["alert_id"], parsed.alert)  # one row per id within the batch too
-        return (alerts_table(list(alerts.values())) if alerts else None), skipped
+        return (alerts_table(list(alerts.values())) if alerts else None), skipped, lambda: None
 
     def maintain(self) -> None:
         try:

@@ -21,17 +21,18 @@ pending windows' ranks (one household at most once per step), not over household
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from .blob import BlobReader
 from .config import KWH_UNITS, BaselineRule
 
 NO_WINDOW = np.iinfo(np.int64).min // 4  # `applied` of a household nothing was learned for yet
 MAX_COUNT = np.iinfo(np.uint16).max
 _FORMAT = 1
-_HEADER = ("format", "households", "slots", "pending", "alerted", "fixed_rule", "scoring")
+_HEADER = ("format", "households", "slots", "pending", "alerted", "fixed_rule", "scoring", "seed")
 
 
 def fingerprint(text: str) -> int:
@@ -58,6 +59,7 @@ class BaselineState:
     alerted_starts: np.ndarray
     fixed_rule: int = 0  # fingerprints of the rules the alerted windows belong to
     scoring: int = 0
+    seed: int = 0  # the Seed its households were last taken from (0: none)
 
     @classmethod
     def empty(cls, fixed_rule: int = 0, scoring: int = 0) -> "BaselineState":
@@ -70,7 +72,7 @@ class BaselineState:
     def to_bytes(self) -> bytes:
         slots = len(self.mean) // len(self.names) if len(self.names) else 0
         header = np.array([_FORMAT, len(self.names), slots, len(self.pending_j), len(self.alerted_starts),
-                           self.fixed_rule, self.scoring], dtype=np.int64)
+                           self.fixed_rule, self.scoring, self.seed], dtype=np.int64)
         parts = [header, self.names, self.applied, self.newest, self.mean.astype(np.float64),
                  self.var.astype(np.float64), self.count.astype(np.uint16), self.pending_households,
                  self.pending_j, self.pending_units, self.alerted_households, self.alerted_starts]
@@ -80,36 +82,21 @@ class BaselineState:
     def from_bytes(cls, blob: bytes | None) -> "BaselineState":
         if not blob:
             return cls.empty()
-        header = dict(zip(_HEADER, np.frombuffer(blob, dtype=np.int64, count=len(_HEADER)).tolist()))
-        if header["format"] != _FORMAT:
-            raise ValueError(f"baseline state in format {header['format']}, this version reads {_FORMAT}")
-        at = 8 * len(_HEADER)
-
-        def column(kind, count: int) -> np.ndarray:
-            nonlocal at
-            values = np.frombuffer(blob, dtype=kind, count=count, offset=at)
-            at += np.dtype(kind).itemsize * count
-            return values
-
+        reader = BlobReader(blob, _HEADER, _FORMAT, "baseline state")
+        header, column = reader.header, reader.column
         h, cells, p, a = header["households"], header["households"] * header["slots"], header["pending"], header["alerted"]
         return cls(column(np.int64, h), column(np.int64, h), column(np.int64, h), column(np.float64, cells),
                    column(np.float64, cells), column(np.uint16, cells).astype(np.int64), column(np.int64, p),
                    column(np.int64, p), column(np.int64, p), column(np.int64, a), column(np.int64, a),
-                   header["fixed_rule"], header["scoring"])
+                   header["fixed_rule"], header["scoring"], header["seed"])
 
     def for_rules(self, fixed_rule: int, scoring: int) -> "BaselineState":
         """This state under the given rules: what was learned stays; the windows alerted under
         another scoring rule are forgotten, so the new rule may alert them with its own ids."""
         if self.scoring == scoring:
-            return self if self.fixed_rule == fixed_rule else _replace(self, fixed_rule=fixed_rule)
+            return self if self.fixed_rule == fixed_rule else replace(self, fixed_rule=fixed_rule)
         none = np.zeros(0, dtype=np.int64)
-        return _replace(self, alerted_households=none, alerted_starts=none, fixed_rule=fixed_rule, scoring=scoring)
-
-
-def _replace(state: BaselineState, **changes) -> BaselineState:
-    from dataclasses import replace
-
-    return replace(state, **changes)
+        return replace(self, alerted_households=none, alerted_starts=none, fixed_rule=fixed_rule, scoring=scoring)
 
 
 @dataclass(frozen=True)
@@ -333,7 +320,7 @@ def _compact(table: _Table, names: np.ndarray, pending: tuple, alerted: tuple, m
     warm_households = (table.count[cells].reshape(-1, table.slots) >= rule.warmup).all(axis=1) if table.slots else keep
     state = BaselineState(kept, table.applied[keep], table.newest[keep], table.mean[cells], table.var[cells],
                           table.count[cells], *(part[in_kept] for part in pending), alerted[0][open_alerts],
-                          alerted[1][open_alerts], old.fixed_rule, old.scoring)
+                          alerted[1][open_alerts], old.fixed_rule, old.scoring, old.seed)
     warm = int(warm_households.sum())
     return state, warm, len(kept) - warm
 
@@ -342,3 +329,63 @@ def no_alerts() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series([], dtype=kind) for name, kind in (
         ("household", np.int64), ("start_pane", np.int64), ("units", np.int64), ("threshold", np.float64),
         ("mean", np.float64), ("sigma", np.float64), ("windows", np.int64), ("slot", np.int64))})
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Baselines learned from the history's readings under the current rule (learn), for the
+    job's buckets to take their households' learned state from (adopt)."""
+
+    id: int
+    state: BaselineState  # learned only: no pending windows, no alerted ones
+
+
+def learn(rule: BaselineRule, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
+          newest_pane: int | None = None) -> BaselineState:
+    """The contract's baselines over recorded readings (household code, pane, units; sums of
+    several readings are as good), as the job would have learned them reading all of them:
+    every learning window that ends D before the newest reading's window could still be open;
+    the windows after it are left to the job. `newest_pane` defaults to the newest given."""
+    from .panes import first_open_start
+
+    if not len(panes):
+        return BaselineState.empty()
+    newest_pane = int(panes.max()) if newest_pane is None else newest_pane
+    # The newest reading's pane is known, not its second: its last second, so that the seed
+    # reaches at least as far as the job that read the readings.
+    watermark_ms = ((newest_pane + 1) * rule.slide_s - 1 - rule.watermark_s) * 1000
+    min_open = first_open_start(watermark_ms, rule.slide_s, rule.window_s // rule.slide_s)
+    none = np.zeros(0, dtype=np.int64)
+    learned = step(BaselineState.empty(), rule, households, panes, units, Windows(none, none, none), min_open,
+                   watermark_ms).state
+    return replace(learned, pending_households=none, pending_j=none, pending_units=none)
+
+
+def adopt(state: BaselineState, seed: Seed | None, households: np.ndarray, slots: int) -> BaselineState:
+    """A bucket's state with the seed's learned state for its households: all of them the first
+    time the bucket meets this seed, then each household new to it. A household the seed does
+    not know starts learning afresh. Pending windows the seed already learned are dropped."""
+    if seed is None:
+        return state
+    incoming = np.unique(households)
+    take = np.union1d(state.names, incoming) if state.seed != seed.id else np.setdiff1d(incoming, state.names)
+    if not len(take):
+        return state
+    names = np.union1d(state.names, take)
+    table = _Table.widen(state, names, slots)
+    at = np.searchsorted(names, take)
+    table.applied[at] = NO_WINDOW
+    cells = (at[:, None] * slots + np.arange(slots)).ravel()
+    table.mean[cells], table.var[cells], table.count[cells] = 0.0, 0.0, 0
+    known = np.isin(take, seed.state.names)
+    from_at, seed_at = at[known], np.searchsorted(seed.state.names, take[known])
+    table.applied[from_at] = seed.state.applied[seed_at]
+    table.newest[from_at] = np.maximum(table.newest[from_at], seed.state.newest[seed_at])
+    to_cells = (from_at[:, None] * slots + np.arange(slots)).ravel()
+    seed_cells = (seed_at[:, None] * slots + np.arange(slots)).ravel()
+    table.mean[to_cells], table.var[to_cells] = seed.state.mean[seed_cells], seed.state.var[seed_cells]
+    table.count[to_cells] = seed.state.count[seed_cells]
+    keep = state.pending_j > table.applied[np.searchsorted(names, state.pending_households)]
+    return BaselineState(names, table.applied, table.newest, table.mean, table.var, table.count,
+                         state.pending_households[keep], state.pending_j[keep], state.pending_units[keep],
+                         state.alerted_households, state.alerted_starts, state.fixed_rule, state.scoring, seed.id)

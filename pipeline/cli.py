@@ -202,7 +202,8 @@ def cmd_archive(settings: Settings, args) -> int:
     config = ArchiveConfig(settings.bootstrap_servers, settings.readings_topic, settings.alerts_topic,
                            settings.history_group, settings.rule.slide_s, settings.max_line_bytes,
                            settings.max_reading_kwh, settings.future_skew_s, settings.history_flush_seconds,
-                           retention_days=settings.history_retention_days, accept_new_topic=args.accept_new_topic)
+                           retention_days=settings.history_retention_days, accept_new_topic=args.accept_new_topic,
+                           repeat_horizon_s=settings.rule.watermark_s)
     print(f"archiving {settings.readings_topic} and {settings.alerts_topic} into {settings.history_root}", flush=True)
     stop = threading.Event()
     try:

@@ -32,7 +32,7 @@ KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and ord
 # The layout of the job's state: panes.py's and baseline.py's encodings and stream.bucket_keys'
 # keys. Part of the checkpoint's name, so a new layout starts a checkpoint of its own instead of
 # misreading an old one.
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0

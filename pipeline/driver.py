@@ -24,6 +24,7 @@ from .config import MODES, PROJECT_ROOT, Settings
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .processes import stop_flag_on_signals
+from .seeding import baseline_seed
 from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing, recent_since_ms
 from .contract import REASONS
 
@@ -76,9 +77,9 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
 
 
 def log_batch(counts: BatchCounts) -> None:
-    if counts.alerts or counts.late_readings or counts.invalid_by_reason:
-        log.info("batch %d: %d alerts, %d late readings dropped, invalid %s", counts.batch_id,
-                 counts.alerts, counts.late_readings, counts.invalid_by_reason or "none")
+    if counts.alerts or counts.late_readings or counts.invalid_by_reason or counts.duplicate_readings:
+        log.info("batch %d: %d alerts, %d late readings dropped, %d duplicates, invalid %s", counts.batch_id,
+                 counts.alerts, counts.late_readings, counts.duplicate_readings, counts.invalid_by_reason or "none")
 
 
 @dataclass
@@ -88,6 +89,7 @@ class RunTotals:
     batches: int = 0
     alerts: int = 0
     late_readings: int = 0
+    duplicate_readings: int = 0
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     readings: int = 0  # records read from Kafka (query progress)
     seconds: float = 0.0  # from the query's start to its end
@@ -96,6 +98,7 @@ class RunTotals:
         self.batches += 1
         self.alerts += counts.alerts
         self.late_readings += counts.late_readings
+        self.duplicate_readings += counts.duplicate_readings
         for reason, n in counts.invalid_by_reason.items():
             self.invalid_by_reason[reason] = self.invalid_by_reason.get(reason, 0) + n
 
@@ -108,7 +111,7 @@ class RunTotals:
         rate = f" ({self.readings / self.seconds:,.0f}/s)" if self.seconds > 0 else ""
         return (f"batches {self.batches}, readings {self.readings} in {self.seconds:.1f} s{rate}, alerts "
                 f"{self.alerts}, late readings dropped {self.late_readings}, invalid readings {invalid}"
-                + (f" ({reasons})" if reasons else ""))
+                + (f" ({reasons})" if reasons else "") + f", duplicate readings {self.duplicate_readings}")
 
 
 def attach_listener(spark, on_progress: Callable[[dict], None], on_idle: Callable[[], None]) -> None:
@@ -228,11 +231,12 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
              rule.description, rule.mode, rule.window_s, rule.slide_s, rule.threshold_kwh, rule.watermark_s)
     log.info("checkpoint %s (a new one starts from %s offsets, at most %d readings per batch)",
              checkpoint, settings.starting_offsets, settings.max_offsets_per_trigger)
-    since_ms = None
+    since_ms = seed = None
     if isinstance(checkpoint, Path):
         checkpoint.mkdir(parents=True, exist_ok=True)
         since_ms = start_bound_ms(checkpoint, settings)
-    stream, tally = build_stream(spark, settings, since_ms)
+        seed = baseline_seed(settings, checkpoint)
+    stream, tally = build_stream(spark, settings, since_ms, seed)
     name = f"energy-alerts-{rule.mode}"
     router = batch_counts_router(spark)
     route = router.announce(name, tally, on_batch)

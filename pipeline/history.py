@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pa_fs
+
+from .config import KWH_UNITS
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +359,40 @@ def incident_documents(frame: pd.DataFrame) -> list[dict]:
         if record["kind"] != "baseline":
             del record["baseline_kwh"], record["peak_ratio"]
     return records
+
+
+@dataclass(frozen=True)
+class LearningWindows:
+    """The energy table as the baseline rule's learning windows: per (household, window j) the
+    sum in integer units, and the newest slot seen (epoch seconds)."""
+
+    household_id: np.ndarray  # str
+    j: np.ndarray
+    units: np.ndarray
+    newest_s: int
+
+
+def learning_windows(store: "HistoryStore", window_s: int) -> LearningWindows | None:
+    """None when the history holds no energy. Read a file batch at a time and summed per
+    window as it goes, so memory holds households x windows, not every slot row."""
+    delta = store._open("energy")
+    if delta is None:
+        return None
+    parts, newest = [], None
+    for batch in store._dataset("energy", delta).to_batches(columns=["household_id", "slot_start", "kwh"]):
+        if not batch.num_rows:
+            continue
+        seconds = pc.cast(batch.column("slot_start").cast(pa.timestamp("s", tz="UTC")), pa.int64()).to_numpy()
+        newest = max(newest or 0, int(seconds.max()))
+        # A stored sum is of readings with at most 9 decimals: it rounds back to exact units.
+        frame = pd.DataFrame({"household_id": batch.column("household_id").to_pandas(), "j": seconds // window_s,
+                              "units": np.rint(batch.column("kwh").to_numpy() * KWH_UNITS).astype(np.int64)})
+        parts.append(frame.groupby(["household_id", "j"], as_index=False).units.sum())
+    if not parts:
+        return None
+    sums = pd.concat(parts, ignore_index=True).groupby(["household_id", "j"], as_index=False).units.sum()
+    return LearningWindows(sums.household_id.to_numpy(), sums.j.to_numpy(np.int64), sums.units.to_numpy(np.int64),
+                           newest)
 
 
 def fold_energy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -57,6 +57,9 @@ class HistoryMetrics:
         self.skipped = Counter("energy_history_skipped_records_total",
                                "Records that are not a valid reading or alert, skipped.", ["table"],
                                registry=registry)
+        self.duplicates = Counter("energy_history_duplicate_readings_total",
+                                  "Readings of a household and timestamp already archived, stored once.",
+                                  registry=registry)
         self.retention_gap = Counter("energy_history_retention_gap_records_total",
                                      "Records deleted by retention before the archiver read them.", ["table"],
                                      registry=registry)
@@ -110,6 +113,9 @@ class StreamMetrics:
                                     registry=registry)
         self.invalid = Counter("energy_invalid_readings_total", "Readings sent to the dead-letter topic.",
                                ["reason"], registry=registry)
+        self.duplicates = Counter("energy_duplicate_readings_total", "Readings of a household and timestamp "
+                                  "already counted (sent again within the watermark horizon), counted once.",
+                                  registry=registry)
         self.last_progress = Gauge("energy_stream_last_progress_timestamp_seconds",
                                    "When the query last reported progress (Unix time).", registry=registry)
         self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
@@ -176,6 +182,7 @@ class StreamMetrics:
                 self.alert_latency.observe(latency)
         self.within_slo.inc(sum(n for latency, n in counts.alert_latencies_s if latency <= self.slo_s))
         self.late_dropped.inc(counts.late_readings)
+        self.duplicates.inc(counts.duplicate_readings)
         for reason, n in counts.invalid_by_reason.items():
             self.invalid.labels(reason=reason).inc(n)
 

@@ -16,11 +16,12 @@ Everything here is numpy on whole arrays: one call handles every household of a 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from .blob import BlobReader
 from .config import STATE_FORMAT
 
 # pyspark's Arrow serializer (in every Python worker) concatenates the frames the state
@@ -59,19 +60,34 @@ class PaneState:
     units: np.ndarray  # energy in the pane
     alerted_households: np.ndarray
     alerted_starts: np.ndarray  # pane index of each alerted window's start
+    # Per row, the seconds of the pane that a counted reading was stamped with: bit s of word
+    # s // 64 (rows x words, uint64), so a reading sent again counts once.
+    seen: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.uint64))
 
     @classmethod
     def from_rows(cls, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
-                  alerted_households: np.ndarray, alerted_starts: np.ndarray) -> "PaneState":
+                  alerted_households: np.ndarray, alerted_starts: np.ndarray,
+                  seen: np.ndarray | None = None) -> "PaneState":
         """Rows of one household must be adjacent and in pane order, each pane once."""
         starts = _run_starts(households)
+        seen = np.zeros((len(panes), 1), dtype=np.uint64) if seen is None else seen
         return cls(households[starts].astype(np.int64), np.diff(np.append(starts, len(households))),
-                   panes, units, alerted_households, alerted_starts)
+                   panes, units, alerted_households, alerted_starts, seen)
 
     @classmethod
     def empty(cls) -> "PaneState":
         zero = np.array([], dtype=np.int64)
         return cls(zero, zero, zero, zero, zero, zero)
+
+    def seen_words(self, words: int) -> np.ndarray:
+        """`seen` with `words` words a row (a state stored with fewer gains empty ones)."""
+        if self.seen.shape == (len(self.panes), words):
+            return self.seen
+        if len(self.seen) != len(self.panes):
+            raise ValueError(f"{len(self.seen)} seen masks for {len(self.panes)} pane rows")
+        out = np.zeros((len(self.panes), words), dtype=np.uint64)
+        out[:, :min(words, self.seen.shape[1])] = self.seen[:, :words]
+        return out
 
     @property
     def households(self) -> np.ndarray:
@@ -83,14 +99,14 @@ class PaneState:
 
     def to_bytes(self) -> tuple[bytes, bytes]:
         """The pane table compactly (_encode_panes); the alerted windows as raw int64."""
-        return (_encode_panes(self.names, self.runs, self.panes, self.units),
+        return (_encode_panes(self.names, self.runs, self.panes, self.units, self.seen_words(self.seen.shape[1])),
                 np.concatenate([self.alerted_households, self.alerted_starts]).astype(np.int64).tobytes())
 
     @classmethod
     def from_bytes(cls, panes_blob: bytes, alerted_blob: bytes) -> "PaneState":
-        names, runs, panes, units = _decode_panes(panes_blob)
+        names, runs, panes, units, seen = _decode_panes(panes_blob)
         alerted_households, alerted_starts = np.frombuffer(alerted_blob, dtype=np.int64).reshape(2, -1)
-        return cls(names, runs, panes, units, alerted_households, alerted_starts)
+        return cls(names, runs, panes, units, alerted_households, alerted_starts, seen)
 
 
 def _run_starts(households: np.ndarray) -> np.ndarray:
@@ -101,8 +117,10 @@ def _run_starts(households: np.ndarray) -> np.ndarray:
 
 
 # The pane table's header: int64 fields, the columns follow.
-_HEADER = ("format", "rows", "households", "base", "first_width", "offset_width", "unit_width", "unit_exp")
+_HEADER = ("format", "rows", "households", "base", "first_width", "offset_width", "unit_width", "unit_exp",
+           "seen_words", "seen_width")
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _narrow(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -127,7 +145,14 @@ def _decimal_exponent(units: np.ndarray) -> int:
     return exponent
 
 
-def _encode_panes(names: np.ndarray, runs: np.ndarray, panes: np.ndarray, units: np.ndarray) -> bytes:
+def _narrow_unsigned(values: np.ndarray) -> tuple[np.ndarray, int]:
+    high = int(values.max()) if values.size else 0
+    width = next(w for w, kind in _UNSIGNED.items() if high <= np.iinfo(kind).max)
+    return values.astype(_UNSIGNED[width]), width
+
+
+def _encode_panes(names: np.ndarray, runs: np.ndarray, panes: np.ndarray, units: np.ndarray,
+                  seen: np.ndarray) -> bytes:
     """Per household: its code, run length and first pane; per row: the pane as an offset from
     its household's first pane and the units divided by their common power of ten, each column
     in the narrowest integer type that holds it. When every household's panes are consecutive
@@ -146,25 +171,21 @@ def _encode_panes(names: np.ndarray, runs: np.ndarray, panes: np.ndarray, units:
         offsets, offset_width = _narrow(panes - np.repeat(firsts, runs))
     exponent = _decimal_exponent(units)
     scaled, unit_width = _narrow(units // 10 ** exponent)
-    header = np.array([STATE_FORMAT, len(panes), len(names), base, first_width, offset_width, unit_width, exponent],
-                      dtype=np.int64)
+    # Meters that report on the slide's grid give every row the same mask: it is stored once
+    # (width 0). Otherwise each row's, in the narrowest type (15 bits: 2 bytes a row).
+    if len(seen) and (seen == seen[0]).all():
+        masks, seen_width = seen[0], 0
+    else:
+        masks, seen_width = _narrow_unsigned(seen)
+    header = np.array([STATE_FORMAT, len(panes), len(names), base, first_width, offset_width, unit_width, exponent,
+                       seen.shape[1], seen_width], dtype=np.int64)
     return b"".join([header.tobytes(), names.astype(np.int64).tobytes(), runs.astype(np.int32).tobytes(),
-                     first_offsets.tobytes(), offsets.tobytes(), scaled.tobytes()])
+                     first_offsets.tobytes(), offsets.tobytes(), scaled.tobytes(), masks.tobytes()])
 
 
-def _decode_panes(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    header = dict(zip(_HEADER, np.frombuffer(blob, dtype=np.int64, count=len(_HEADER)).tolist()))
-    if header["format"] != STATE_FORMAT:
-        raise ValueError(f"pane state in format {header['format']}, this version reads {STATE_FORMAT}: "
-                         "it belongs to another version's checkpoint")
-    at = 8 * len(_HEADER)
-
-    def column(kind, count: int) -> np.ndarray:
-        nonlocal at
-        values = np.frombuffer(blob, dtype=kind, count=count, offset=at)
-        at += np.dtype(kind).itemsize * count
-        return values
-
+def _decode_panes(blob: bytes) -> tuple[np.ndarray, ...]:
+    reader = BlobReader(blob, _HEADER, STATE_FORMAT, "pane state")
+    header, column = reader.header, reader.column
     rows, households = header["rows"], header["households"]
     names = column(np.int64, households)
     runs = column(np.int32, households).astype(np.int64)
@@ -174,7 +195,12 @@ def _decode_panes(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     else:
         panes = np.repeat(firsts, runs) + column(_SIGNED[header["offset_width"]], rows)
     units = column(_SIGNED[header["unit_width"]], rows).astype(np.int64) * 10 ** header["unit_exp"]
-    return names, runs, panes, units
+    words, width = header["seen_words"], header["seen_width"]
+    if width == 0:
+        seen = np.repeat(column(np.uint64, words if rows else 0).reshape(-1, words), rows, axis=0)
+    else:
+        seen = column(_UNSIGNED[width], rows * words).astype(np.uint64).reshape(rows, words)
+    return names, runs, panes, units, seen
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,7 @@ class StepResult:
     alerts: pd.DataFrame  # household (code), start_pane, units, crossed_ms
     late_readings: int
     baseline: "baseline_rule.BaselineResult | None" = None  # its alerts have crossed_ms too
+    duplicates: int = 0  # readings already counted (the same household, pane and second)
 
 
 def first_open_start(watermark_ms: int, slide_s: int, k: int) -> int:
@@ -218,47 +245,107 @@ class _Keys:
 
 def advance(state: PaneState, households: np.ndarray, panes: np.ndarray, units: np.ndarray,
             watermark_ms: int, slide_s: int, k: int, threshold_units: int,
-            record_ms: np.ndarray | None = None, baseline=None) -> StepResult:
+            record_ms: np.ndarray | None = None, baseline=None, seconds: np.ndarray | None = None) -> StepResult:
     """Apply one micro-batch of valid readings to a bucket's state.
 
     `record_ms` (the readings' Kafka record times) gives each alert its `crossed_ms`: the
     newest record time among this batch's readings in the window, that is when the reading
     that made it cross reached Kafka (a window alerts in the batch of its crossing reading).
     `baseline`, a (BaselineState, BaselineRule) pair, scores the same windows by the baseline
-    rule too (baseline.py).
+    rule too (baseline.py). `seconds` (each reading's second in its pane) identifies a reading
+    with its household and pane: one counted before, in this batch or earlier, counts nowhere.
 
     Only the households in the batch are summed and checked; the rest of the table is carried
     over by copying, so a live batch costs what its households hold, not what the bucket holds.
     A household left alone keeps its panes until it is touched again, or drops them all once its
     newest pane can no longer be in an open window."""
     min_open = first_open_start(watermark_ms, slide_s, k)
-    on_time = panes >= min_open
-    late = int(len(panes) - on_time.sum())
-    record_ms = np.zeros(len(panes), dtype=np.int64) if record_ms is None else record_ms
-    households, panes, units, record_ms = households[on_time], panes[on_time], units[on_time], record_ms[on_time]
+    batch, late = _on_time(households, panes, units, record_ms, seconds, min_open)
+    seen = state.seen_words((slide_s + 63) // 64)
 
-    touched = np.isin(state.names, households)
+    touched = np.isin(state.names, batch.households)
     touched_rows = np.repeat(touched, state.runs)
     newest = state.panes[np.cumsum(state.runs) - 1] if len(state.runs) else state.panes
     kept = ~touched & (newest >= min_open)
     kept_rows = np.repeat(kept, state.runs)
-    touched_alerted = np.isin(state.alerted_households, households)
+    touched_alerted = np.isin(state.alerted_households, batch.households)
     open_alerted = state.alerted_starts >= min_open
-    changed, windows = _advance_touched(
-        np.repeat(state.names[touched], state.runs[touched]), state.panes[touched_rows],
-        state.units[touched_rows], state.alerted_households[touched_alerted], state.alerted_starts[touched_alerted],
-        households, panes, units, record_ms, min_open, k, threshold_units)
+    changed, windows, fresh = _advance_touched(
+        _Rows(np.repeat(state.names[touched], state.runs[touched]), state.panes[touched_rows],
+              state.units[touched_rows], seen[touched_rows]),
+        state.alerted_households[touched_alerted], state.alerted_starts[touched_alerted],
+        batch, min_open, k, threshold_units)
     carried = ~touched_alerted & open_alerted
     new_state = PaneState(np.concatenate([state.names[kept], changed.names]),
                           np.concatenate([state.runs[kept], changed.runs]),
                           np.concatenate([state.panes[kept_rows], changed.panes]),
                           np.concatenate([state.units[kept_rows], changed.units]),
                           np.concatenate([state.alerted_households[carried], changed.alerted_households]),
-                          np.concatenate([state.alerted_starts[carried], changed.alerted_starts]))
+                          np.concatenate([state.alerted_starts[carried], changed.alerted_starts]),
+                          np.concatenate([seen[kept_rows], changed.seen]))
     scored = None
     if baseline is not None:
-        scored = _score_baseline(baseline, windows, households, panes, units, min_open, watermark_ms)
-    return StepResult(new_state, windows.fixed_alerts(), late, scored)
+        scored = _score_baseline(baseline, windows, batch.households[fresh], batch.panes[fresh], batch.units[fresh],
+                                 min_open, watermark_ms)
+    return StepResult(new_state, windows.fixed_alerts(), late, scored, int(len(fresh) - fresh.sum()))
+
+
+def _on_time(households: np.ndarray, panes: np.ndarray, units: np.ndarray, record_ms: np.ndarray | None,
+             seconds: np.ndarray | None, min_open: int) -> tuple["_Readings", int]:
+    """The readings that can still count (their pane in an open window), and how many are late."""
+    on_time = panes >= min_open
+    record_ms = np.zeros(len(panes), dtype=np.int64) if record_ms is None else record_ms
+    identified = seconds is not None
+    seconds = np.zeros(len(panes), dtype=np.int64) if seconds is None else seconds
+    batch = _Readings(households[on_time], panes[on_time], units[on_time], record_ms[on_time], seconds[on_time],
+                      identified)
+    return batch, int(len(panes) - on_time.sum())
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Pane rows of the state: household, pane, units, seen seconds."""
+
+    households: np.ndarray
+    panes: np.ndarray
+    units: np.ndarray
+    seen: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Readings:
+    """A batch's on-time readings."""
+
+    households: np.ndarray
+    panes: np.ndarray
+    units: np.ndarray
+    record_ms: np.ndarray
+    seconds: np.ndarray
+    identified: bool  # whether `seconds` are known: else every reading counts
+
+    def bits(self, words: int) -> np.ndarray:
+        """Each reading's second as its bit in a row of `words` mask words."""
+        out = np.zeros((len(self.seconds), words), dtype=np.uint64)
+        if not self.identified:
+            return out
+        out[np.arange(len(self.seconds)), self.seconds // 64] = np.left_shift(
+            np.uint64(1), (self.seconds % 64).astype(np.uint64))
+        return out
+
+
+def _first_sightings(state_keys: np.ndarray, state_seen: np.ndarray, keys: np.ndarray, seconds: np.ndarray,
+                     bits: np.ndarray) -> np.ndarray:
+    """Which readings (pane keys, seconds and their bits) neither the state nor an earlier reading
+    of the batch holds: the first to arrive counts."""
+    fresh = np.zeros(len(keys), dtype=bool)
+    if len(keys) == 0:
+        return fresh
+    fresh[np.unique(keys * (64 * bits.shape[1]) + seconds, return_index=True)[1]] = True
+    if len(state_keys):
+        at = np.minimum(np.searchsorted(state_keys, keys), len(state_keys) - 1)
+        known = (state_keys[at] == keys) & ((state_seen[at] & bits) != 0).any(axis=1)
+        fresh &= ~known
+    return fresh
 
 
 def _score_baseline(baseline, windows: "_Touched", households, panes, units, min_open: int, watermark_ms: int):
@@ -305,28 +392,31 @@ class _Touched:
         return Windows(self.keys.households(self.candidates), self.keys.panes(self.candidates), self.units)
 
 
-def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, state_units: np.ndarray,
-                     alerted_households: np.ndarray, alerted_starts: np.ndarray,
-                     households: np.ndarray, panes: np.ndarray, units: np.ndarray, record_ms: np.ndarray,
-                     min_open: int, k: int, threshold_units: int) -> tuple[PaneState, _Touched]:
+def _advance_touched(rows: _Rows, alerted_households: np.ndarray, alerted_starts: np.ndarray,
+                     batch: _Readings, min_open: int, k: int,
+                     threshold_units: int) -> tuple[PaneState, _Touched, np.ndarray]:
     """advance() for the batch's households: their state rows and alerted windows, the batch's
-    on-time readings. Returns their new state (only open panes and windows) and the windows
-    the batch touched."""
-    all_panes = np.concatenate([state_panes, panes, alerted_starts])
+    on-time readings. Returns their new state (only open panes and windows), the windows the
+    batch touched, and which readings counted (not duplicates)."""
+    all_panes = np.concatenate([rows.panes, batch.panes, alerted_starts])
     if len(all_panes) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return PaneState.empty(), _Touched(None, empty, empty, empty.astype(bool), empty, empty, k)
-    codes, names = pd.factorize(np.concatenate([state_households, households, alerted_households]))
+        return PaneState.empty(), _Touched(None, empty, empty, empty.astype(bool), empty, empty, k), empty.astype(bool)
+    codes, names = pd.factorize(np.concatenate([rows.households, batch.households, alerted_households]))
     names = np.asarray(names)
-    n_state, n_batch = len(state_households), len(households)
+    n_state, n_batch = len(rows.households), len(batch.households)
     base = int(all_panes.min()) - k
     keys = _Keys(names, base, int(all_panes.max()) - base + k + 1)
-    batch_keys = keys.encode(codes[n_state:n_state + n_batch], panes)
+    batch_keys = keys.encode(codes[n_state:n_state + n_batch], batch.panes)
     alerted_keys = keys.encode(codes[n_state + n_batch:], alerted_starts)
+    state_keys = keys.encode(codes[:n_state], rows.panes)
+    bits = batch.bits(rows.seen.shape[1])
+    fresh = (_first_sightings(state_keys, rows.seen, batch_keys, batch.seconds, bits) if batch.identified
+             else np.ones(n_batch, dtype=bool))
 
-    pane_keys, pane_units, in_batch, pane_newest_ms = _pane_totals(
-        np.concatenate([keys.encode(codes[:n_state], state_panes), batch_keys]), np.concatenate([state_units, units]),
-        record_ms)
+    pane_keys, pane_units, in_batch, pane_newest_ms, pane_seen = _pane_totals(
+        np.concatenate([state_keys, batch_keys[fresh]]), np.concatenate([rows.units, batch.units[fresh]]),
+        batch.record_ms[fresh], np.concatenate([rows.seen, bits[fresh]]))
     prefix = np.concatenate([[0], np.cumsum(pane_units)])
 
     batch_pane_keys = pane_keys[in_batch]
@@ -340,8 +430,10 @@ def _advance_touched(state_households: np.ndarray, state_panes: np.ndarray, stat
     alerted = np.concatenate([alerted_keys, candidates[fires]])
     alerted = alerted[keys.panes(alerted) >= min_open]
     new_state = PaneState.from_rows(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
-                                    pane_units[keep_panes], keys.households(alerted), keys.panes(alerted))
-    return new_state, _Touched(keys, candidates, window_units, fires, batch_pane_keys, pane_newest_ms[in_batch], k)
+                                    pane_units[keep_panes], keys.households(alerted), keys.panes(alerted),
+                                    pane_seen[keep_panes])
+    touched = _Touched(keys, candidates, window_units, fires, batch_pane_keys, pane_newest_ms[in_batch], k)
+    return new_state, touched, fresh
 
 
 def _newest_in_window(pane_keys: np.ndarray, pane_newest: np.ndarray, windows: np.ndarray, k: int) -> np.ndarray:
@@ -357,23 +449,26 @@ def _newest_in_window(pane_keys: np.ndarray, pane_newest: np.ndarray, windows: n
     return out
 
 
-def _pane_totals(keys: np.ndarray, units: np.ndarray, record_ms: np.ndarray) -> tuple[np.ndarray, ...]:
-    """`keys` and `units`: the state's rows, then the batch's; `record_ms`: the batch's. Returns
-    each distinct key ascending, its units summed (exact in int64), whether a batch reading is
-    in it, and the newest record time among those.
+def _pane_totals(keys: np.ndarray, units: np.ndarray, record_ms: np.ndarray,
+                 seen: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`keys`, `units` and `seen`: the state's rows, then the batch's; `record_ms`: the batch's.
+    Returns each distinct key ascending, its units summed (exact in int64), whether a batch
+    reading is in it, the newest record time among those, and its seconds seen.
 
     One stable sort serves all four: a pandas group-by cost twice as much (most of it
     factorizing keys that a sort orders), and np.unique of the batch's keys plus a second sort
     for the record times took a third of the state step's time in a demo drain (py-spy)."""
     if len(keys) == 0:
-        return keys.astype(np.int64), units.astype(np.int64), np.zeros(0, dtype=bool), keys.astype(np.int64)
+        return (keys.astype(np.int64), units.astype(np.int64), np.zeros(0, dtype=bool), keys.astype(np.int64),
+                seen)
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
     starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
     n_state = len(keys) - len(record_ms)
     times = np.concatenate([np.zeros(n_state, dtype=np.int64), record_ms.astype(np.int64)])[order]
     return (ordered[starts], np.add.reduceat(units[order].astype(np.int64), starts),
-            np.logical_or.reduceat(order >= n_state, starts), np.maximum.reduceat(times, starts))
+            np.logical_or.reduceat(order >= n_state, starts), np.maximum.reduceat(times, starts),
+            np.bitwise_or.reduceat(seen[order], starts, axis=0))
 
 
 def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:

@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
 
-from .baseline import BaselineState, fingerprint
+from .baseline import BaselineState, Seed, adopt, fingerprint
 from .config import KWH_UNITS, BaselineRule, Rule, Settings
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
 from .validate import NOW_COLUMN, parse_readings, wall_clock_s
@@ -160,7 +160,7 @@ def bucket_keys(buckets: int, partitions: int) -> list[int]:
 
 
 def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
-    """Each reading as integers: household code, pane (epoch seconds // slide), nano-kWh and
+    """Each reading as integers: household code, event time (epoch seconds), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
     line, which spreads them over the buckets), as one of `bucket_keys`; and the event time up to
     the wall clock, for the watermark (state_inputs). Integer columns are never null (an invalid line has household -1), so Python
@@ -174,7 +174,7 @@ def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
     return parsed.select(
         clock.alias("clock_time"), "dead_letter",
         F.coalesce(code, F.lit(-1).cast("long")).alias("household"),
-        F.coalesce(F.floor(F.unix_timestamp("event_time") / slide_s), F.lit(0).cast("long")).alias("pane"),
+        F.coalesce(F.unix_timestamp("event_time"), F.lit(0).cast("long")).alias("epoch_s"),
         F.coalesce("kwh_units", F.lit(0).cast("long")).alias("kwh_units"),
         F.unix_millis("record_time").alias("record_ms"),
         F.lit(bucket_keys(buckets, partitions))[index.cast("int")].alias("bucket"),
@@ -183,7 +183,8 @@ def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
 
 class BatchTally(AccumulatorParam):
     """What the state function did, as {(batch id, kind, detail): count}: (batch, "alert",
-    centisecond the crossing reading reached Kafka), (batch, "dlq", reason), (batch, "late", "").
+    centisecond the crossing reading reached Kafka), (batch, "dlq", reason), (batch, "late", ""),
+    (batch, "duplicate", "").
     The driver takes a batch's keys out when the batch's progress is reported (driver.py), so
     what it holds is bounded by a batch's or two's output rows."""
 
@@ -196,24 +197,42 @@ class BatchTally(AccumulatorParam):
         return total
 
 
-def make_state_function(rule: Rule, baseline: BaselineRule | None, tally) -> Callable:
+@dataclass(frozen=True)
+class SeedBytes:
+    """A baseline.Seed as it is broadcast to the state function."""
+
+    id: int
+    state: bytes
+
+
+def make_state_function(rule: Rule, baseline: BaselineRule | None, tally, seed=None) -> Callable:
     from pyspark import TaskContext
 
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
     fixed_fp, scoring_fp = fingerprint(rule.key), fingerprint(baseline.key if baseline else "off")
+    decoded: list[Seed] = []  # once per task: the broadcast is read only where a bucket needs it
+
+    def the_seed() -> Seed | None:
+        if seed is None:
+            return None
+        if not decoded:
+            decoded.append(Seed(seed.value.id, BaselineState.from_bytes(seed.value.state)))
+        return decoded[0]
 
     def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
-        households, panes, units, record_ms, invalid = _batch_columns(list(batches))
+        households, panes, units, record_ms, seconds, invalid = _batch_columns(list(batches), slide_s)
         previous, learned = _stored(state, fixed_fp, scoring_fp)
+        if baseline is not None and seed is not None:
+            learned = adopt(learned, the_seed(), households, baseline.slots)
         result = advance(previous, households, panes, units, state.getCurrentWatermarkMs(), slide_s, k,
-                         threshold_units, record_ms, None if baseline is None else (learned, baseline))
+                         threshold_units, record_ms, None if baseline is None else (learned, baseline), seconds)
         learned = learned if result.baseline is None else result.baseline.state
         if result.state.is_empty() and learned.is_empty():
             if state.exists:
                 state.remove()
         else:
             state.update((*result.state.to_bytes(), learned.to_bytes()))
-        counts = _tally(result.alerts, result.baseline, invalid, result.late_readings, key[0])
+        counts = _tally(result.alerts, result.baseline, invalid, result.late_readings, key[0], result.duplicates)
         if counts:
             batch = int(TaskContext.get().getLocalProperty(BATCH_ID_PROPERTY))
             tally.add({(batch, *name): n for name, n in counts.items()})
@@ -222,19 +241,21 @@ def make_state_function(rule: Rule, baseline: BaselineRule | None, tally) -> Cal
     return step
 
 
-def _batch_columns(chunks: list[pd.DataFrame]):
-    """A bucket's rows (in chunks of Arrow's batch size) as numpy arrays of the valid readings,
-    and the dead letters of the invalid ones. The numbers are joined as numpy arrays: pd.concat
-    of the frames checks every empty text cell for NA."""
+def _batch_columns(chunks: list[pd.DataFrame], slide_s: int):
+    """A bucket's rows (in chunks of Arrow's batch size) as numpy arrays of the valid readings
+    (household, pane, units, record time, second within the pane), and the dead letters of the
+    invalid ones. The numbers are joined as numpy arrays: pd.concat of the frames checks every
+    empty text cell for NA."""
     column = (lambda name: chunks[0][name].to_numpy(dtype=np.int64)) if len(chunks) == 1 else (
         lambda name: np.concatenate([c[name].to_numpy(dtype=np.int64) for c in chunks]))
-    households, panes, units, record_ms = (column(n) for n in ("household", "pane", "kwh_units", "record_ms"))
+    households, epoch, units, record_ms = (column(n) for n in ("household", "epoch_s", "kwh_units", "record_ms"))
     valid = households >= 0
     invalid = None
     if not valid.all():
         invalid = pd.concat([c.dead_letter[c.household < 0] for c in chunks], ignore_index=True)
-        households, panes, units, record_ms = households[valid], panes[valid], units[valid], record_ms[valid]
-    return households, panes, units, record_ms, invalid
+        households, epoch, units, record_ms = households[valid], epoch[valid], units[valid], record_ms[valid]
+    panes = epoch // slide_s
+    return households, panes, units, record_ms, epoch - panes * slide_s, invalid
 
 
 def _stored(state, fixed_fp: int, scoring_fp: int) -> tuple[PaneState, BaselineState]:
@@ -247,11 +268,12 @@ def _stored(state, fixed_fp: int, scoring_fp: int) -> tuple[PaneState, BaselineS
     learned = BaselineState.from_bytes(baseline_blob)
     if learned.fixed_rule != fixed_fp:
         none = np.zeros(0, dtype=np.int64)
-        panes = PaneState(panes.names, panes.runs, panes.panes, panes.units, none, none)
+        panes = replace(panes, alerted_households=none, alerted_starts=none)
     return panes, learned.for_rules(fixed_fp, scoring_fp)
 
 
-def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int, bucket: int) -> dict:
+def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int, bucket: int,
+           duplicates: int = 0) -> dict:
     counts = {}
     for kind, frame in (("alert", alerts), ("baseline_alert", None if baseline is None else baseline.alerts)):
         if frame is not None and len(frame):
@@ -268,6 +290,8 @@ def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int,
         counts.update((("dlq", reason), n) for reason, n in reasons.items())
     if late:
         counts[("late", "")] = late
+    if duplicates:
+        counts[("duplicate", "")] = duplicates
     return counts
 
 
@@ -310,35 +334,39 @@ def state_inputs(staged, rule: Rule):
     makes the job drop another household's on-time readings; it is then dropped: Python never
     reads it, and pyspark
     turned it into pandas timestamps for every bucket, about 1 ms a bucket and batch (py-spy).
-    The pane carries the watermark's mark in its place. With NoTimeout Spark filters no input
+    The event second carries the watermark's mark in its place. With NoTimeout Spark filters no input
     by that mark (only EventTimeTimeout does); late readings are the state function's to count."""
     from pyspark.sql import functions as F
 
     marked = staged.withWatermark("clock_time", f"{rule.watermark_s} seconds")
-    pane = F.col("pane").alias("pane", metadata={WATERMARK_DELAY_KEY: rule.watermark_s * 1000})
-    return marked.select(pane, *(c for c in marked.columns if c not in ("clock_time", "pane")))
+    epoch = F.col("epoch_s").alias("epoch_s", metadata={WATERMARK_DELAY_KEY: rule.watermark_s * 1000})
+    return marked.select(epoch, *(c for c in marked.columns if c not in ("clock_time", "epoch_s")))
 
 
-def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally):
+def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally, seed=None):
     """The stateful operator: per bucket, pane sums and alerted windows (panes.py) and the
-    baselines (baseline.py); a row per alert or dead letter (OUTPUT_COLUMNS)."""
+    baselines (baseline.py; `seed`, a broadcast SeedBytes, to take them from: seeding.py); a row
+    per alert or dead letter (OUTPUT_COLUMNS)."""
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
+    state_function = make_state_function(rule, baseline, tally, seed)
     buckets = (state_inputs(staged, rule).groupBy("bucket")
-               .applyInPandasWithState(make_state_function(rule, baseline, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
-                                       "Append", GroupStateTimeout.NoTimeout))
+               .applyInPandasWithState(state_function, BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA, "Append",
+                                       GroupStateTimeout.NoTimeout))
     return buckets.select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS)))
 
 
-def build_stream(spark, settings: Settings, since_ms: int | None = None):
+def build_stream(spark, settings: Settings, since_ms: int | None = None, seed: Seed | None = None):
     """The streaming DataFrame of the job's output rows (before the sink), and the accumulator
-    its state function tallies each batch in (BatchTally); `since_ms` as in read_readings."""
+    its state function tallies each batch in (BatchTally); `since_ms` as in read_readings,
+    `seed` the baselines to start from (seeding.py)."""
     tally = spark.sparkContext.accumulator({}, BatchTally())
+    shipped = None if seed is None else spark.sparkContext.broadcast(SeedBytes(seed.id, seed.state.to_bytes()))
     parsed = parse_readings(read_readings(spark, settings, since_ms), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
     staged = stage_panes(parsed, settings.rule.slide_s, settings.state_buckets, settings.shuffle_partitions)
-    return alert_state(staged, settings.rule, settings.baseline_rule, tally), tally
+    return alert_state(staged, settings.rule, settings.baseline_rule, tally, shipped), tally
 
 
 def alert_json(rule: Rule, baseline: BaselineRule | None, household):
@@ -390,6 +418,7 @@ class BatchCounts:
     alerts: int = 0
     baseline_alerts: int = 0  # of `alerts`, those of the baseline rule
     late_readings: int = 0
+    duplicate_readings: int = 0  # readings already counted: the same household and timestamp
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     # (seconds from a crossing reading reaching Kafka to the report of the batch that wrote its
     # alert, how many alerts), latencies rounded to 10 ms.
@@ -412,6 +441,8 @@ class BatchCounts:
                 counts.baseline_households[detail] = (n, warming) if kind == "baseline_warm" else (warm, n)
             elif kind == "late":
                 counts.late_readings += n
+            elif kind == "duplicate":
+                counts.duplicate_readings += n
             else:
                 counts.invalid_by_reason[detail] = n
         return counts

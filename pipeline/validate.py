@@ -90,15 +90,8 @@ def dead_letter_json() -> Column:
     ))
 
 
-def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_skew_s: int,
-                   common_path: bool = True) -> DataFrame:
-    """Kafka records (value binary, topic, partition, offset, timestamp) -> one row per record
-    with either `reason` null and (event_time, household_id, kwh_units), or `reason` and
-    `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
-    record's Kafka timestamp, and `now_s`, the wall clock it was read at. `common_path=False` checks every line field by field (for the
-    test that holds the two paths side by side)."""
-    value = F.col("value")
-    text = value.cast("string")
+def _fields(value, text, common_path: bool):
+    """(common shape, parsed timestamp, kwh, household) expressions of a line."""
     # The three fields, cut at the commas in the bytes. F.split decodes the line into a Java
     # string, splits that and encodes each part back, every row. These agree with it on a line
     # of three fields, and nothing reads them from a line of any other count: the common
@@ -117,15 +110,27 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
         timestamp)
     parsed_ts = F.when(shape, stamp.try_cast("timestamp")).otherwise(
         F.try_to_timestamp(timestamp, F.lit("yyyy-MM-dd'T'HH:mm:ssXXX")))
+    return shape, parsed_ts, kwh_text.try_cast("double"), household
+
+
+def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_skew_s: int,
+                   common_path: bool = True) -> DataFrame:
+    """Kafka records (value binary, topic, partition, offset, timestamp) -> one row per record
+    with either `reason` null and (event_time, household_id, kwh_units), or `reason` and
+    `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
+    record's Kafka timestamp, and `now_s`, the wall clock it was read at. `common_path=False`
+    checks every line field by field (for the test that holds the two paths side by side)."""
+    value = F.col("value")
+    text = value.cast("string")
+    shape, parsed_ts, kwh, household = _fields(value, text, common_path)
     epoch = F.unix_timestamp(parsed_ts)
-    kwh = kwh_text.try_cast("double")
     limits = {"max_kwh": max_kwh, "max_line_bytes": max_line_bytes, "future_skew_s": future_skew_s}
     common = (shape & (F.octet_length(value) <= max_line_bytes)
               & epoch.between(MIN_EPOCH_S, MAX_EPOCH_S - 1) & (epoch <= _newest_allowed(future_skew_s))
               & (kwh <= max_kwh))
     clocked = raw.select("*", wall_clock_s().alias(NOW_S))
     checked = clocked.select("*", parsed_ts.alias("_ts"), kwh.alias("_kwh"), household.alias("_household"),
-                         common.alias("_common"))
+                             common.alias("_common"))
     reason = F.when(F.col("_common"), F.lit(None).cast("string")).otherwise(
         _reason(F.split(text, ",", -1), F.unix_timestamp("_ts"), F.col("_kwh"), limits))
     valid = F.col("reason").isNull()

@@ -189,3 +189,17 @@ def test_a_second_archiver_on_one_history_is_refused(make_settings, tmp_path):
         first.terminate()
         first.wait(60)
     assert (Path(settings.history_root) / "_archiver.lock").exists()
+
+
+def test_seen_readings_know_repeats_within_the_horizon_once_committed():
+    from pipeline.archiver import SeenReadings
+
+    seen = SeenReadings(horizon_s=600)
+    batch = [("H001", 1000, 0.1), ("H001", 1000, 0.2), ("H002", 1000, 0.1)]
+    fresh, repeats = seen.fresh(batch)
+    assert fresh == [("H001", 1000, 0.1), ("H002", 1000, 0.1)] and repeats == 1  # the first to arrive counts
+    assert seen.fresh(batch) == (fresh, 1)  # not committed yet: a retry is no repeat of itself
+    seen.add(fresh)
+    assert seen.fresh(batch) == ([], 3)
+    seen.add([("H003", 2000, 0.1)])  # the newest is now 2000: 1000 is beyond the horizon
+    assert seen.fresh([("H001", 1000, 0.1)]) == ([("H001", 1000, 0.1)], 0)

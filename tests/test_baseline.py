@@ -15,7 +15,7 @@ from pipeline.baseline import BaselineState
 from pipeline.config import load_settings
 from pipeline.history import incidents
 from pipeline.panes import PaneState, advance, household_code, household_id
-from reference import epoch, iso
+from reference import BaselineExpectation, epoch, iso
 
 CASES = SHARED / "conformance"
 UNITS = 10**9
@@ -120,3 +120,85 @@ def test_incidents_group_a_households_alerts_of_one_kind_at_most_one_window_apar
         ("H001", "threshold", 3), ("H001", "baseline", 1), ("H002", "threshold", 1), ("H001", "threshold", 1)]
     assert found.peak_kwh.tolist() == [0.08, 0.08, 0.09, 0.06]
     assert found.peak_ratio.iloc[1] == 4.0 and math.isnan(found.peak_ratio.iloc[0])
+
+
+def _history_of(readings: list[tuple[str, int, int]], slide_s: int):
+    """What the history's energy table holds of readings: one sum per (household, slide)."""
+    frame = pd.DataFrame(readings, columns=["household", "t", "units"])
+    frame["pane"] = frame.t // slide_s
+    sums = frame.groupby(["household", "pane"], as_index=False).units.sum()
+    return (np.array([household_code(h) for h in sums.household], dtype=np.int64),
+            sums.pane.to_numpy(np.int64), sums.units.to_numpy(np.int64))
+
+
+def run_restarted(mode: str, first: dict, second: dict, seeded: bool = True, batch_size: int = 1000):
+    """Phase 1 under `first`, then a restart under `second` that takes its baselines from the
+    history of phase 1 (seeded as the job does; or not), then phase 2. Phase 2's baseline
+    alerts, with their baselines."""
+    from pipeline.baseline import Seed, adopt, fingerprint, learn
+
+    learned, panes, watermark_ms, newest, scored = BaselineState.empty(), PaneState.empty(), 0, 0, {}
+    phase1 = valid_readings(CASES / f"baseline_{mode}_phase1.csv")
+    for phase, overrides in ((1, first), (2, second)):
+        settings = load_settings({"RUN_MODE": mode, **overrides})
+        rule, learning = settings.rule, settings.baseline_rule
+        readings = phase1 if phase == 1 else valid_readings(CASES / f"baseline_{mode}_phase2.csv")
+        seed = None
+        if phase == 2 and seeded:
+            seed = Seed(fingerprint("test"), learn(learning, *_history_of(phase1, rule.slide_s)))
+            learned = learned.for_rules(fingerprint(rule.key), fingerprint(learning.key))
+        for at in range(0, len(readings), batch_size):
+            batch = readings[at:at + batch_size]
+            households = np.array([household_code(h) for h, _, _ in batch], dtype=np.int64)
+            seconds = np.array([t for _, t, _ in batch], dtype=np.int64)
+            units = np.array([u for _, _, u in batch], dtype=np.int64)
+            learned = adopt(learned, seed, households, learning.slots)
+            result = advance(panes, households, seconds // rule.slide_s, units, watermark_ms, rule.slide_s,
+                             rule.panes_per_window, rule.threshold_units, None, (learned, learning))
+            panes, learned = result.state, result.baseline.state
+            if phase == 2:
+                scored.update({(household_id(a.household), iso(int(a.start_pane) * rule.slide_s)): a.mean
+                               for a in result.baseline.alerts.itertuples()})
+            newest = max(newest, int(seconds.max()))
+            watermark_ms = max(watermark_ms, (newest - rule.watermark_s) * 1000)
+    return scored
+
+
+@pytest.mark.parametrize("mode", ["demo", "prod"])
+def test_a_restart_with_new_scoring_parameters_learns_them_over_the_history(mode):
+    changed = {"BASELINE_K": "2", "BASELINE_WARMUP": "4", "THRESHOLD_KWH": "0.5" if mode == "demo" else "9"}
+    restarted = run_restarted(mode, {}, changed)
+    throughout = run_restarted(mode, changed, changed)
+    assert restarted and restarted.keys() == throughout.keys()
+    for key, mean in restarted.items():
+        assert math.isclose(mean, throughout[key], rel_tol=1e-9), key
+    # Without the seed what was learned under the old k (its clipping) stays: the check can fail.
+    continued = run_restarted(mode, {}, changed, seeded=False)
+    assert any(not math.isclose(mean, throughout.get(key, -1.0), rel_tol=1e-9) for key, mean in continued.items())
+
+
+
+def contract_model(mode: str, **overrides) -> BaselineExpectation:
+    """tests/reference.py's model of the baseline rule, with a mode's settings."""
+    settings = load_settings({"RUN_MODE": mode, **overrides})
+    r = settings.baseline_rule
+    return BaselineExpectation(r.window_s, r.slide_s, r.watermark_s, r.slot_s, r.slots, r.alpha, r.k, r.warmup,
+                               r.min_kwh, r.min_sigma_kwh)
+
+
+def model_readings(path) -> list[tuple[str, int, Decimal]]:
+    return [(h, t, Decimal(u) / UNITS) for h, t, u in valid_readings(path)]
+
+
+@pytest.mark.parametrize("mode", ["demo", "prod"])
+def test_the_reference_model_gives_the_public_cases_expected_alerts(mode):
+    """So that it can be trusted where the cases have no expected file (other parameters)."""
+    model = contract_model(mode)
+    for phase in (1, 2):
+        model.batch(model_readings(CASES / f"baseline_{mode}_phase{phase}.csv"))
+    want = {tuple(a[:2]): a[4:] for a in json.loads((CASES / f"baseline_{mode}_expected.json").read_text())
+            ["baseline_alerts"]}
+    got = model.alerts()
+    assert got.keys() == want.keys()
+    for key, values in got.items():
+        assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(values, want[key])), key

@@ -4,14 +4,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from decimal import Decimal
 
 import pytest
 
-pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+from helpers import SHARED, records, run_cli, settings_env, wait_for
+from reference import iso
 
-from helpers import SHARED, records, run_cli
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 CASES = SHARED / "conformance"
 
@@ -91,3 +94,49 @@ def test_baseline_conformance_case(make_settings, mode, max_offsets):
     assert not fixed_ids & {a["alert_id"] for a in alerts if a["kind"] == "baseline"}
     assert len(records(settings, settings.dlq_topic)) == expected["dead_letters"]
     assert late == expected["late_readings_dropped"]
+
+
+def test_a_restart_with_new_parameters_learns_them_over_the_history(make_settings, tmp_path):
+    """Phase 1 learned with the archiver running; then BASELINE_K and the threshold change and
+    the job restarts on phase 2. Its alerts are what the contract gives with the new
+    parameters over the history's readings and phase 2 (tests/reference.py's model)."""
+    from test_baseline import contract_model, model_readings
+
+    from pipeline.history import HistoryStore
+    from pipeline.kafka_io import topic_end_offsets
+
+    settings = make_settings(run_mode="demo", history_flush_seconds=0.5)
+    changed = {"BASELINE_K": "2", "THRESHOLD_KWH": "0.04"}
+    archiver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "archive"], env=settings_env(settings),
+                                stdout=(tmp_path / "archiver.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        run_cli(settings, "replay", str(CASES / "baseline_demo_phase1.csv"))
+        run_cli(settings, "stream", "--once")
+        ends = topic_end_offsets(settings.bootstrap_servers, settings.readings_topic)
+        wait_for("phase 1 in the history", lambda: HistoryStore(settings.history_root).next_offsets(
+            "energy", settings.readings_topic, sorted(ends)) == ends, 120, 1)
+    finally:
+        archiver.terminate()
+        archiver.wait(60)
+    before = len(records(settings, settings.alerts_topic))
+
+    run_cli(settings, "replay", str(CASES / "baseline_demo_phase2.csv"))
+    restarted = run_cli(settings, "stream", "--once", extra_env=changed)
+    assert "seeded the baselines of" in restarted.stderr, restarted.stderr[-3000:]
+    assert re.search(r"batches 1\b", restarted.stdout), restarted.stdout  # all of phase 2 in the first batch
+    after = records(settings, settings.alerts_topic)[before:]
+
+    model = contract_model("demo", **changed)
+    for phase in (1, 2):
+        model.batch(model_readings(CASES / f"baseline_demo_phase{phase}.csv"))
+    want = model.alerts(in_batch=1)
+    got = {(a["household_id"], a["window_start"]): a for a in after if a["kind"] == "baseline"}
+    assert want and got.keys() == want.keys()
+    for key, alert in got.items():
+        threshold, mean, sigma, windows, slot = want[key]
+        assert close(alert["threshold_kwh"], threshold) and close(alert["baseline_kwh"], mean)
+        assert close(alert["baseline_sigma_kwh"], sigma) and (alert["baseline_windows"], alert["slot"]) == (windows, slot)
+        assert alert["rule"].startswith("kwh>baseline+2σ over ")
+    fixed = {(a["household_id"], a["window_start"]) for a in after if a["kind"] == "threshold"}
+    assert fixed == {(h, iso(t)) for (h, t), total in model.sums.items()
+                     if total > Decimal("0.04") and 1 in model.touched[(h, t)]}

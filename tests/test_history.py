@@ -98,6 +98,41 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
     check_filters(settings, stored)
 
 
+def test_a_replay_sent_twice_counts_once_in_the_alerts_and_the_history(make_settings, tmp_path):
+    import urllib.request
+
+    from pipeline.broker import free_port
+    from pipeline.kafka_io import topic_end_offsets
+
+    port = free_port()
+    settings = make_settings(run_mode="demo", history_flush_seconds=0.5, history_metrics_port=port)
+    lines = [line for _, line in Simulator(20, 15, 10.0, 11, T0).lines(12)]  # 240 readings, 3 minutes
+    path = tmp_path / "readings.csv"
+    path.write_text("\n".join(lines + ["not a reading"]) + "\n")
+    archiver = start(settings, "archive", tmp_path / "archiver.log")
+    try:
+        summaries = []
+        for _ in range(2):  # a producer that crashed and ran its replay again
+            run_cli(settings, "replay", str(path))
+            summaries.append(run_cli(settings, "stream", "--once").stdout)
+        assert "duplicate readings 0" in summaries[0] and f"duplicate readings {len(lines)}" in summaries[1]
+        alerts = [a for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"]
+        expected = expected_windows(lines, settings.rule)
+        assert expected and len(alerts) == len(expected)
+        assert {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts} == expected
+
+        ends = topic_end_offsets(settings.bootstrap_servers, settings.readings_topic)
+        wait_for("both replays archived", lambda: HistoryStore(settings.history_root).next_offsets(
+            "energy", settings.readings_topic, sorted(ends)) == ends, 120, 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        assert f"energy_history_duplicate_readings_total {float(len(lines))}" in scraped
+    finally:
+        archiver.terminate()
+        archiver.wait(60)
+    assert abs(total_energy(settings) - sum(Decimal(line.split(",")[2]) for line in lines)) < Decimal("1e-9")
+
+
 def total_energy(settings) -> Decimal:
     table = DeltaTable(f"{settings.history_root}/energy").to_pyarrow_table(columns=["kwh"])
     return Decimal(str(sum(table.column("kwh").to_pylist())))

@@ -134,6 +134,7 @@ def test_dashboard_variables_and_rows():
     assert names["energy-alerts.json"] == ["datasource", "mode"]
     rows = [p.title for p in dashboards["pipeline-health.json"].panels if p.type_val == "row"]
     assert rows == ["Overview", "Kafka brokers", "Alert latency and lag", "Batches and state", "Spark JVM"]
+    assert [p.title for p in dashboards["energy-alerts.json"].panels if p.type_val == "row"] == ["Baseline rule"]
 
 
 def test_provisioning_points_at_the_dashboards():

@@ -25,6 +25,8 @@ CONTRACT_METRICS = [
     'energy_data_dir_free_bytes{dir="history"}', "metrics_executor_JVMHeapMemory_bytes",
     "energy_history_rows_written_total", 'energy_kafka_broker_up{broker=~".+"} == 1',
     "energy_kafka_broker_under_replicated_partitions", "energy_kafka_offline_partitions == 0",
+    "energy_duplicate_readings_total", 'energy_alerts_total{kind="baseline"}', "energy_baseline_households_warm",
+    "energy_history_duplicate_readings_total", "energy_history_retention_gap_records_total",
 ]
 
 

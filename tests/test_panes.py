@@ -143,17 +143,41 @@ def test_state_bytes_round_trip(units, panes):
     assert PaneState.from_bytes(*PaneState.empty().to_bytes()).is_empty()
 
 
-@pytest.mark.parametrize("gap, bytes_a_pane", [(False, 2), (True, 3)])
-def test_state_of_five_decimal_readings_takes_two_bytes_a_pane_three_with_gaps(gap, bytes_a_pane):
+@pytest.mark.parametrize("gap, off_grid, bytes_a_pane", [(False, False, 2), (True, False, 3), (False, True, 4)])
+def test_state_of_five_decimal_readings_takes_two_bytes_a_pane_three_with_gaps(gap, off_grid, bytes_a_pane):
+    """And two more where meters report off the slide's grid (the seconds seen differ by pane)."""
     households = np.repeat(np.arange(1_000), 100)
     panes = np.tile(np.arange(10_000, 10_100) + (np.arange(100) >= 50) * gap, 1_000)  # a missed slide
-    units = np.random.default_rng(0).integers(1, 5_000, len(panes)) * 10_000  # 0.00001 .. 0.05 kWh
+    rng = np.random.default_rng(0)
+    units = rng.integers(1, 5_000, len(panes)) * 10_000  # 0.00001 .. 0.05 kWh
+    seconds = rng.integers(0, 15, len(panes)) if off_grid else np.zeros(len(panes), dtype=np.int64)
+    seen = np.left_shift(np.uint64(1), seconds.astype(np.uint64)).reshape(-1, 1)
     empty = np.array([], dtype=np.int64)
-    state = PaneState.from_rows(households, panes, units, empty, empty)
+    state = PaneState.from_rows(households, panes, units, empty, empty, seen)
     blob, alerted = state.to_bytes()
-    assert len(blob) <= bytes_a_pane * len(panes) + 16 * 1_000 + 64
+    assert len(blob) <= bytes_a_pane * len(panes) + 16 * 1_000 + 96
     assert len(blob) > (bytes_a_pane - 1) * len(panes) + 16 * 1_000
-    assert np.array_equal(PaneState.from_bytes(blob, alerted).panes, panes)
+    decoded = PaneState.from_bytes(blob, alerted)
+    assert np.array_equal(decoded.panes, panes) and np.array_equal(decoded.seen, seen)
+
+
+def test_a_reading_sent_again_counts_once_in_its_batch_and_in_later_ones():
+    t = 1_767_225_600 // 15
+    households, panes = np.array([1, 1, 1, 2]), np.array([t, t, t, t])
+    units, seconds = np.array([30, 30, 40, 50]), np.array([0, 0, 7, 0])  # the second line repeats the first
+    first = advance(PaneState.empty(), households, panes, units, 0, 15, 4, 1000, seconds=seconds)
+    assert first.duplicates == 1
+    assert set(zip(first.state.households.tolist(), first.state.units.tolist())) == {(1, 70), (2, 50)}
+    state = PaneState.from_bytes(*first.state.to_bytes())
+    # A retransmission of all four, and one new reading: only the new one counts.
+    again = advance(state, np.array([1, 1, 1, 2, 2]), np.array([t, t, t, t, t]), np.array([30, 30, 40, 50, 5]),
+                    0, 15, 4, 1000, seconds=np.array([0, 0, 7, 0, 3]))
+    assert again.duplicates == 4
+    assert set(zip(again.state.households.tolist(), again.state.units.tolist())) == {(1, 70), (2, 55)}
+    # The first to arrive counts, even with another value.
+    changed = advance(again.state, np.array([2]), np.array([t]), np.array([999]), 0, 15, 4, 1000,
+                      seconds=np.array([3]))
+    assert changed.duplicates == 1 and 999 not in changed.state.units
 
 
 def test_state_of_another_format_is_refused():
