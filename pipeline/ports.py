@@ -4,7 +4,8 @@
 with one line per published port that is already taken, naming the service that wants it and
 the process that holds it (found through /proc). Ports published by the project's own running
 containers are not in the way: `up` on a running stack only recreates what changed.
-No pyspark, no third-party import beyond PyYAML: it runs before the stack's images exist.
+No pyspark; PyYAML (a development dependency, which docker-compose itself brings) only when
+run as that command, since `energy-monitor up` uses `describe` in the app's images too.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import yaml
 
 _LISTEN = "0A"
 
@@ -156,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True, help="compose project name (its own containers' ports are fine)")
     parser.add_argument("--var-dir", default="var", help="the local stack's VAR_DIR, to recognise its processes")
     args = parser.parse_args(argv)
+    import yaml
+
     try:
         config = yaml.safe_load(sys.stdin.read()) or {}
     except yaml.YAMLError as error:

@@ -59,3 +59,20 @@ def test_the_command_line_exits_1_with_the_lines(tmp_path, held_port, capsys, mo
     monkeypatch.setattr("sys.stdin", io.StringIO("services: [unclosed"))
     assert ports.main(["--project", "p"]) == 2
     assert "not YAML" in capsys.readouterr().err
+
+
+def test_the_cli_imports_without_the_development_dependencies():
+    """The app's images install the runtime dependencies only: no PyYAML there."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('yaml', 'pytest', 'kafka', 'grafana_foundation_sdk'):\n"
+               "            raise ImportError('blocked: ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "import pipeline.cli, pipeline.ports, pipeline.stack\n"
+               "print(pipeline.ports.describe(1, __import__('pathlib').Path('var')))\n")
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
