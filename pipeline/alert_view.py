@@ -1,10 +1,11 @@
 """The Streamlit alert view, run by `energy-monitor view`: four pages over the durable history.
 
-1. Live alerts: the newest alerts, refreshed every VIEW_REFRESH_SECONDS by a fragment.
+1. Live alerts: the newest alerts grouped into incidents, each with the line that says why,
+   and the alerts themselves; refreshed every VIEW_REFRESH_SECONDS by a fragment.
 2. Top households: by number of alerts over a chosen period.
 3. Heatmap: alerts per hour of day × household, for the top N households.
 4. Household: its kWh per window over 24 h with the threshold and its alerts, and its latest
-   readings (kWh per slot).
+   readings (kWh per slot). `?household=ID` in the address opens it on that household.
 
 Everything is read from the history tables (history.py), which the archiver keeps, so a
 restarted view loses nothing. Periods end at the newest event time in the history, not at the
@@ -19,15 +20,33 @@ from datetime import timedelta
 import pandas as pd
 
 from pipeline.config import Rule
-from pipeline.history import AlertQuery, HistoryStore, HistoryUnavailable
+from pipeline.history import AlertQuery, HistoryStore, HistoryUnavailable, incidents
 
 log = logging.getLogger(__name__)
 
 PAGES = ("Live alerts", "Top households", "Heatmap", "Household")
 PERIODS = {"1 hour": timedelta(hours=1), "24 hours": timedelta(days=1), "7 days": timedelta(days=7)}
 TABLE_ROWS = 200
-LIVE_COLUMNS = ["detected_at", "household_id", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
+LIVE_COLUMNS = ["detected_at", "household_id", "kind", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
                 "mode", "alert_id"]
+
+
+INCIDENT_COLUMNS = ["household_id", "kind", "first_window_start", "last_window_end", "windows", "peak_kwh", "why"]
+
+
+def incident_table(alerts: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+    """The alerts' incidents, newest first, each with a line saying why it was raised."""
+    found = incidents(alerts).iloc[::-1].reset_index(drop=True)
+    found["why"] = [_why(row, rule) for row in found.itertuples()]
+    return found[INCIDENT_COLUMNS]
+
+
+def _why(incident, rule: Rule) -> str:
+    span = f"{incident.windows} window{'s' if incident.windows != 1 else ''}"
+    if incident.kind == "baseline":
+        return (f"{span} far above its usual use: peak {incident.peak_kwh:.4g} kWh, "
+                f"{incident.peak_ratio:g}× its baseline of {incident.baseline_kwh:.4g} kWh")
+    return f"{span} over {rule.threshold_kwh:g} kWh: peak {incident.peak_kwh:.4g} kWh"
 
 
 def top_households(counts: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -68,7 +87,7 @@ def main() -> None:
     page = st.sidebar.radio("Page", PAGES)
     st.title(f"Energy alerts · {page}")
     st.caption(f"history {settings.history_root} · rule {settings.rule.description} ({settings.rule.mode})")
-    pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds),
+    pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds, settings.rule),
              "Top households": lambda: _top(st, store), "Heatmap": lambda: _heatmap(st, store),
              "Household": lambda: _household(st, store, settings.rule)}
     pages[page]()
@@ -91,16 +110,20 @@ def _load(st, store: HistoryStore, read) -> pd.DataFrame | None:
     return frame
 
 
-def _live(st, store: HistoryStore, refresh_s: float) -> None:
+def _live(st, store: HistoryStore, refresh_s: float, rule: Rule) -> None:
     @st.fragment(run_every=refresh_s)
     def live() -> None:
         alerts = _load(st, store, lambda: store.alerts(AlertQuery(limit=TABLE_ROWS)))
         if alerts is None:
             return
-        shown = alerts.iloc[::-1][LIVE_COLUMNS]
-        st.metric("Newest alerts shown", len(shown))
-        # A plain table (real DOM rows, newest first) rather than a canvas grid: the feed is short.
-        st.table(shown.set_index("detected_at"))
+        found = incident_table(alerts, rule)
+        left, right = st.columns(2)
+        left.metric("Incidents in the newest alerts", len(found))
+        right.metric("Newest alerts shown", len(alerts))
+        # Plain tables (real DOM rows, newest first) rather than a canvas grid: the feed is short.
+        st.table(found.set_index("household_id"))
+        with st.expander("The alerts themselves", expanded=False):
+            st.table(alerts.iloc[::-1][LIVE_COLUMNS].set_index("detected_at"))
     live()
 
 
@@ -135,7 +158,10 @@ def _heatmap(st, store: HistoryStore) -> None:
 
 
 def _household(st, store: HistoryStore, rule: Rule) -> None:
-    household = st.sidebar.text_input("Household", placeholder="most alerts in 24 h").strip()
+    household = st.sidebar.text_input("Household", value=st.query_params.get("household", ""),
+                                      placeholder="most alerts in 24 h").strip()
+    if household:
+        st.query_params["household"] = household  # the address names the household shown
     try:
         if not household:
             counts = store.alert_counts(PERIODS["24 hours"])

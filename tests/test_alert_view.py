@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT, free_port, publish, records, run_cli, run_job_once, settings_env, wait_for
 from pipeline import alert_view
-from pipeline.history import HistoryStore
+from pipeline.history import AlertQuery, HistoryStore, incidents
 from pipeline.kafka_io import ReadingProducer, ensure_topics
 from pipeline.simulator import Simulator
 
@@ -53,10 +53,11 @@ def written(make_settings, spark, tmp_path):
     return settings, lines, alerts
 
 
-def app(monkeypatch, settings, page: str) -> AppTest:
+def app(monkeypatch, settings, page: str, **query) -> AppTest:
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
     at = AppTest.from_file(alert_view.__file__, default_timeout=30)
+    at.query_params.update(query)
     at.run()
     at.sidebar.radio[0].set_value(page).run()
     assert not at.exception, at.exception
@@ -73,8 +74,15 @@ def test_pages_on_a_real_history(monkeypatch, written):
     newest_first = sorted({a["alert_id"]: a for a in alerts}.values(),
                           key=lambda a: (a["window_start"], a["household_id"], a["kind"]), reverse=True)
 
-    live = app(monkeypatch, settings, "Live alerts").table[0].value
+    page = app(monkeypatch, settings, "Live alerts")
+    live = page.table[1].value
     assert list(live["alert_id"]) == [a["alert_id"] for a in newest_first][:alert_view.TABLE_ROWS]
+    shown = page.table[0].value
+    stored = incidents(HistoryStore(settings.history_root).alerts(AlertQuery(limit=alert_view.TABLE_ROWS)))
+    assert len(shown) == len(stored) and shown["windows"].astype(int).sum() == len(live)
+    assert set(shown["kind"]) == {"threshold", "baseline"}
+    for kind, why in zip(shown["kind"], shown["why"]):
+        assert ("its baseline of" in why) if kind == "baseline" else (" over 0.05 kWh: peak " in why), why
 
     top = app(monkeypatch, settings, "Top households")
     counts = pd.Series([a["household_id"] for a in newest_first]).value_counts()
@@ -87,6 +95,8 @@ def test_pages_on_a_real_history(monkeypatch, written):
     household = app(monkeypatch, settings, "Household")
     busiest = counts.sort_index().idxmax()
     assert household.subheader[0].value == busiest and charts(household)
+    quiet = counts.index[-1]
+    assert app(monkeypatch, settings, "Household", household=quiet).subheader[0].value == quiet != busiest
     latest = household.table[0].value
     mine = [ln.split(",") for ln in lines if ln.split(",")[1] == busiest][-20:][::-1]
     assert [round(v, 6) for v in latest.kwh] == [round(float(kwh), 6) for _, _, kwh in mine]
@@ -152,9 +162,11 @@ def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path
     assert result.stderr.count("unreadable record at partition") == len(malformed)
 
 
-def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict | None = None) -> None:
+def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict | None = None,
+           household: str | None = None) -> None:
     """Open the view in headless Chromium, visit each page, wait until the page shows what
-    `shows` names (a CSS selector, or `text:` and a phrase), screenshot it."""
+    `shows` names (a CSS selector, or `text:` and a phrase), screenshot it. With `household`,
+    then open the address `?household=` that household and check the Household page shows it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -179,18 +191,27 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
             return what[5:] in driver.find_element(By.TAG_NAME, "body").text
         return driver.find_elements(By.CSS_SELECTOR, what) or False
 
+    def visit(page: str, what: str, picture: str) -> None:
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section[data-testid='stSidebar'] label"))
+        driver.find_element(By.XPATH, f"//section[@data-testid='stSidebar']//label[.//p[text()='{page}']]").click()
+        wait.until(lambda d: page in d.find_element(By.TAG_NAME, "h1").text)
+        wait.until(lambda _d: shown(what))
+        assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
+        time.sleep(1.5)  # let the charts draw before the picture
+        path = SCREENSHOTS / f"view-{name}{picture}.png"
+        driver.save_screenshot(str(path))
+        assert path.stat().st_size > 10_000
+
+    address = f"http://127.0.0.1:{settings.view_port}"
     try:
-        wait_for("the view to answer", lambda: _opened(driver, f"http://127.0.0.1:{settings.view_port}"), 60, 1)
+        wait_for("the view to answer", lambda: _opened(driver, address), 60, 1)
         for page, what in shows.items():
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section[data-testid='stSidebar'] label"))
-            driver.find_element(By.XPATH, f"//section[@data-testid='stSidebar']//label[.//p[text()='{page}']]").click()
-            wait.until(lambda d: page in d.find_element(By.TAG_NAME, "h1").text)
-            wait.until(lambda _d: shown(what))
-            assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
-            time.sleep(1.5)  # let the charts draw before the picture
-            path = SCREENSHOTS / f"view-{name}{page.lower().replace(' ', '-')}.png"
-            driver.save_screenshot(str(path))
-            assert path.stat().st_size > 10_000
+            visit(page, what, page.lower().replace(" ", "-"))
+        if household:
+            driver.get(f"{address}/?household={household}")
+            visit("Household", ".vega-embed", "household-by-address")
+            wait.until(lambda d: household in [h.text for h in d.find_elements(By.TAG_NAME, "h3")])
+            assert f"household={household}" in driver.current_url
     finally:
         driver.quit()
         server.terminate()
@@ -207,8 +228,10 @@ def _opened(driver, url: str) -> bool:
 
 @pytest.mark.spark
 def test_in_headless_chromium(written, tmp_path):
-    browse(written[0], tmp_path, {"Live alerts": "table tbody tr", "Top households": ".vega-embed",
-                                  "Heatmap": ".vega-embed", "Household": ".vega-embed"}, "")
+    settings, _lines, alerts = written
+    quietest = pd.Series([a["household_id"] for a in alerts]).value_counts().index[-1]
+    browse(settings, tmp_path, {"Live alerts": "text:far above its usual use", "Top households": ".vega-embed",
+                                "Heatmap": ".vega-embed", "Household": ".vega-embed"}, "", household=quietest)
 
 
 def test_in_headless_chromium_empty_and_unreachable(make_settings, tmp_path):
@@ -218,3 +241,18 @@ def test_in_headless_chromium_empty_and_unreachable(make_settings, tmp_path):
     unreachable = dataclasses.replace(settings, history_root="s3a://energy/history")
     browse(unreachable, tmp_path / "unreachable", {page: "text:cannot be read" for page in alert_view.PAGES},
            "unreachable-", unreachable_s3())
+
+
+def test_an_incident_says_why_in_one_line():
+    from pipeline.config import make_rule
+
+    stamp = lambda minute: pd.Timestamp(f"2026-07-02T14:{minute:02d}:00Z")
+    alerts = pd.DataFrame({
+        "household_id": ["H001", "H001", "H001", "H002"], "kind": ["threshold", "threshold", "threshold", "baseline"],
+        "window_start": [stamp(0), stamp(1), stamp(9), stamp(3)], "window_end": [stamp(1), stamp(2), stamp(10), stamp(4)],
+        "kwh": [0.06, 0.08, 0.07, 0.03], "baseline_kwh": [None, None, None, 0.01]})
+    table = alert_view.incident_table(alerts, make_rule("demo"))
+    assert list(table.household_id) == ["H001", "H002", "H001"]  # newest first
+    assert list(table.why) == ["1 window over 0.05 kWh: peak 0.07 kWh",
+                               "1 window far above its usual use: peak 0.03 kWh, 3× its baseline of 0.01 kWh",
+                               "2 windows over 0.05 kWh: peak 0.08 kWh"]
