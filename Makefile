@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick bench-stages clean-var
+.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick bench-stages bench-baseline clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -57,6 +57,10 @@ bench: deps
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/sustained.py
 	$(VENV)/bin/python bench/history.py
+
+# The baseline rule's cost: drains with BASELINE=on and off, each mode, side by side: bench/baseline_cost.json.
+bench-baseline: deps
+	$(VENV)/bin/python bench/baseline_cost.py
 
 # Where a batch of our job spends its time, per Spark stage (docs/performance.md): bench/stages.json.
 bench-stages: deps
