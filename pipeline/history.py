@@ -105,6 +105,17 @@ def alert_documents(frame: pd.DataFrame) -> list[dict]:
     return records
 
 
+@dataclass(frozen=True)
+class LearningWindows:
+    """The energy table as the baseline rule's learning windows: per (household, window j) the
+    sum in integer units, and the newest slot seen (epoch seconds)."""
+
+    household_id: np.ndarray  # str
+    j: np.ndarray
+    units: np.ndarray
+    newest_s: int
+
+
 class HistoryStore:
     """Both tables under one root (a folder or an object-store URI such as s3a://bucket/path;
     credentials for object stores come from the usual AWS_* variables)."""
@@ -234,6 +245,29 @@ class HistoryStore:
         write_deltalake(delta, rows, mode="overwrite", predicate=f"day = '{day}'")
         return 1
 
+    def learning_windows(self, window_s: int) -> LearningWindows | None:
+        """The energy table summed per (household, learning window of `window_s`); None when it
+        holds no energy. Read a file batch at a time and summed as it goes, so memory holds
+        households x windows, not every slot row."""
+        delta = self._open("energy")
+        if delta is None:
+            return None
+        parts, newest = [], None
+        for batch in self._dataset("energy", delta).to_batches(columns=["household_id", "slot_start", "kwh"]):
+            if not batch.num_rows:
+                continue
+            seconds = pc.cast(batch.column("slot_start").cast(pa.timestamp("s", tz="UTC")), pa.int64()).to_numpy()
+            newest = max(newest or 0, int(seconds.max()))
+            # A stored sum is of readings with at most 9 decimals: it rounds back to exact units.
+            frame = pd.DataFrame({"household_id": batch.column("household_id").to_pandas(), "j": seconds // window_s,
+                                  "units": np.rint(batch.column("kwh").to_numpy() * KWH_UNITS).astype(np.int64)})
+            parts.append(frame.groupby(["household_id", "j"], as_index=False).units.sum())
+        if not parts:
+            return None
+        sums = pd.concat(parts, ignore_index=True).groupby(["household_id", "j"], as_index=False).units.sum()
+        return LearningWindows(sums.household_id.to_numpy(), sums.j.to_numpy(np.int64),
+                               sums.units.to_numpy(np.int64), newest)
+
     # Reading (the CLI and the view; consistent snapshots while the archiver writes).
 
     def alerts(self, query: AlertQuery = AlertQuery()) -> pd.DataFrame:
@@ -359,40 +393,6 @@ def incident_documents(frame: pd.DataFrame) -> list[dict]:
         if record["kind"] != "baseline":
             del record["baseline_kwh"], record["peak_ratio"]
     return records
-
-
-@dataclass(frozen=True)
-class LearningWindows:
-    """The energy table as the baseline rule's learning windows: per (household, window j) the
-    sum in integer units, and the newest slot seen (epoch seconds)."""
-
-    household_id: np.ndarray  # str
-    j: np.ndarray
-    units: np.ndarray
-    newest_s: int
-
-
-def learning_windows(store: "HistoryStore", window_s: int) -> LearningWindows | None:
-    """None when the history holds no energy. Read a file batch at a time and summed per
-    window as it goes, so memory holds households x windows, not every slot row."""
-    delta = store._open("energy")
-    if delta is None:
-        return None
-    parts, newest = [], None
-    for batch in store._dataset("energy", delta).to_batches(columns=["household_id", "slot_start", "kwh"]):
-        if not batch.num_rows:
-            continue
-        seconds = pc.cast(batch.column("slot_start").cast(pa.timestamp("s", tz="UTC")), pa.int64()).to_numpy()
-        newest = max(newest or 0, int(seconds.max()))
-        # A stored sum is of readings with at most 9 decimals: it rounds back to exact units.
-        frame = pd.DataFrame({"household_id": batch.column("household_id").to_pandas(), "j": seconds // window_s,
-                              "units": np.rint(batch.column("kwh").to_numpy() * KWH_UNITS).astype(np.int64)})
-        parts.append(frame.groupby(["household_id", "j"], as_index=False).units.sum())
-    if not parts:
-        return None
-    sums = pd.concat(parts, ignore_index=True).groupby(["household_id", "j"], as_index=False).units.sum()
-    return LearningWindows(sums.household_id.to_numpy(), sums.j.to_numpy(np.int64), sums.units.to_numpy(np.int64),
-                           newest)
 
 
 def fold_energy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import numpy as np
 from .baseline import Seed, fingerprint, learn
 from .clock import utc_stamp
 from .config import Settings
-from .history import HistoryStore, HistoryUnavailable, learning_windows
+from .history import HistoryStore, HistoryUnavailable
 from .panes import household_code
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def baseline_seed(settings: Settings, checkpoint: Path) -> Seed | None:
         return None
     started = time.monotonic()
     try:
-        windows = learning_windows(HistoryStore(settings.history_root), rule.window_s)
+        windows = HistoryStore(settings.history_root).learning_windows(rule.window_s)
     except HistoryUnavailable as exc:
         log.warning("baselines not seeded, the history cannot be read: %s", exc)
         windows = None

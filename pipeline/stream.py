@@ -159,7 +159,7 @@ def bucket_keys(buckets: int, partitions: int) -> list[int]:
     return keys
 
 
-def stage_panes(parsed, slide_s: int, buckets: int, partitions: int):
+def stage_panes(parsed, buckets: int, partitions: int):
     """Each reading as integers: household code, event time (epoch seconds), nano-kWh and
     Kafka time; its state bucket (a hash of the household, or of the dead letter for an invalid
     line, which spreads them over the buckets), as one of `bucket_keys`; and the event time up to
@@ -197,33 +197,18 @@ class BatchTally(AccumulatorParam):
         return total
 
 
-@dataclass(frozen=True)
-class SeedBytes:
-    """A baseline.Seed as it is broadcast to the state function."""
-
-    id: int
-    state: bytes
-
-
 def make_state_function(rule: Rule, baseline: BaselineRule | None, tally, seed=None) -> Callable:
+    """`seed`: a broadcast baseline.Seed (each Python worker loads its value once), or None."""
     from pyspark import TaskContext
 
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
     fixed_fp, scoring_fp = fingerprint(rule.key), fingerprint(baseline.key if baseline else "off")
-    decoded: list[Seed] = []  # once per task: the broadcast is read only where a bucket needs it
-
-    def the_seed() -> Seed | None:
-        if seed is None:
-            return None
-        if not decoded:
-            decoded.append(Seed(seed.value.id, BaselineState.from_bytes(seed.value.state)))
-        return decoded[0]
 
     def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
         households, panes, units, record_ms, seconds, invalid = _batch_columns(list(batches), slide_s)
         previous, learned = _stored(state, fixed_fp, scoring_fp)
         if baseline is not None and seed is not None:
-            learned = adopt(learned, the_seed(), households, baseline.slots)
+            learned = adopt(learned, seed.value, households, baseline.slots)
         result = advance(previous, households, panes, units, state.getCurrentWatermarkMs(), slide_s, k,
                          threshold_units, record_ms, None if baseline is None else (learned, baseline), seconds)
         learned = learned if result.baseline is None else result.baseline.state
@@ -345,7 +330,7 @@ def state_inputs(staged, rule: Rule):
 
 def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally, seed=None):
     """The stateful operator: per bucket, pane sums and alerted windows (panes.py) and the
-    baselines (baseline.py; `seed`, a broadcast SeedBytes, to take them from: seeding.py); a row
+    baselines (baseline.py; `seed`, a broadcast Seed, to take them from: seeding.py); a row
     per alert or dead letter (OUTPUT_COLUMNS)."""
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
@@ -362,10 +347,10 @@ def build_stream(spark, settings: Settings, since_ms: int | None = None, seed: S
     its state function tallies each batch in (BatchTally); `since_ms` as in read_readings,
     `seed` the baselines to start from (seeding.py)."""
     tally = spark.sparkContext.accumulator({}, BatchTally())
-    shipped = None if seed is None else spark.sparkContext.broadcast(SeedBytes(seed.id, seed.state.to_bytes()))
+    shipped = None if seed is None else spark.sparkContext.broadcast(seed)
     parsed = parse_readings(read_readings(spark, settings, since_ms), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
-    staged = stage_panes(parsed, settings.rule.slide_s, settings.state_buckets, settings.shuffle_partitions)
+    staged = stage_panes(parsed, settings.state_buckets, settings.shuffle_partitions)
     return alert_state(staged, settings.rule, settings.baseline_rule, tally, shipped), tally
 
 

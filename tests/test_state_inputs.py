@@ -20,7 +20,7 @@ def test_only_integers_and_the_dead_letter_reach_the_state_function(spark):
                                 "value binary, offset long").select(
         "value", F.lit("energy_readings").alias("topic"), F.lit(0).alias("partition"), "offset",
         F.current_timestamp().alias("timestamp"))
-    staged = stage_panes(parse_readings(raw, 100.0, 1024, 300), rule.slide_s, 64, 2)
+    staged = stage_panes(parse_readings(raw, 100.0, 1024, 300), 64, 2)
     inputs = state_inputs(staged, rule)
 
     kinds = {f.name: f.dataType.simpleString() for f in inputs.schema.fields}
