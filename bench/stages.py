@@ -32,7 +32,7 @@ from pipeline import broker  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.driver import spark_session, start_query  # noqa: E402
 from pipeline.kafka_io import ensure_topics  # noqa: E402
-from run import START, fill  # noqa: E402
+from drains import START, fill  # noqa: E402
 
 # SQL metrics worth a line in the profile: time spent, and what crossed into Python.
 NODE_METRICS = ("time", "data sent to Python", "data returned from Python", "number of output rows",

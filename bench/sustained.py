@@ -33,7 +33,7 @@ from pipeline.config import Settings  # noqa: E402
 from pipeline.driver import spark_session  # noqa: E402
 from pipeline.kafka_io import ReadingProducer, ensure_topics, topic_end_offsets  # noqa: E402
 from pipeline.simulator import Simulator  # noqa: E402
-from run import start  # noqa: E402
+from drains import start  # noqa: E402
 
 SAMPLE_S = 10
 
