@@ -284,8 +284,8 @@ class HistoryStore:
                 cutoff = pc.select_k_unstable(starts, query.limit, [("window_start", "descending")])
                 condition = _all([condition, pc.field("window_start") >= pc.min(starts.take(cutoff))])
         frame = dataset.to_table(filter=condition).to_pandas()
-        if "kind" not in frame:
-            frame["kind"] = "threshold"
+        # Rows written before the baseline rule have no kind (a table that gained the column: null).
+        frame["kind"] = frame["kind"].fillna("threshold") if "kind" in frame else "threshold"
         frame = frame.sort_values(["window_start", "household_id", "kind"], kind="stable", ignore_index=True)
         return frame.tail(query.limit).reset_index(drop=True) if query.limit is not None else frame
 

@@ -260,3 +260,37 @@ def test_reading_the_history_exits_cleanly(tmp_path):
         run = subprocess.run([sys.executable, "-c", _READ_AND_EXIT, store.root], capture_output=True,
                              text=True, timeout=120)
         assert (run.returncode, run.stdout.strip()) == (0, "40"), run.stderr[-500:]
+
+
+def test_an_alerts_table_written_before_the_baseline_rule_is_read_and_extended(tmp_path):
+    """A table with the previous code's schema (no kind, no baseline fields) gains the columns
+    when the archiver opens it; its rows read as fixed-rule alerts, and baseline alerts go in."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipeline.config import Settings
+    from pipeline.history import ALERTS_SCHEMA, BASELINE_FIELDS, TABLE_PROPERTIES, alerts_table
+
+    old_schema = pa.schema([f for f in ALERTS_SCHEMA if f.name not in ("kind", *BASELINE_FIELDS)])
+    old = {"alert_id": "old-1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
+           "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05, "rule": "kwh>0.05 over 1 minute",
+           "mode": "demo", "detected_at": "2026-07-02T14:00:50Z"}
+    rows = alerts_table([old]).select(old_schema.names).cast(old_schema)
+    root = tmp_path / "history"
+    write_deltalake(str(root / "alerts"), rows, partition_by=["day"], configuration=TABLE_PROPERTIES)
+    assert "kind" not in DeltaTable(str(root / "alerts")).schema().to_arrow().names
+
+    store = HistoryStore(str(root))
+    store.create()
+    assert {"kind", *BASELINE_FIELDS} <= set(DeltaTable(str(root / "alerts")).schema().to_arrow().names)
+    learned = {**old, "alert_id": "new-1", "window_start": "2026-07-02T14:05:00Z", "window_end": "2026-07-02T14:06:00Z",
+               "kind": "baseline", "threshold_kwh": 0.031, "rule": "kwh>baseline+3σ over 1 minute (slot: one for all times)",
+               "baseline_kwh": 0.012, "baseline_sigma_kwh": 0.004, "baseline_windows": 9, "slot": 0}
+    assert store.commit("alerts", alerts_table([learned]), "energy_alerts", {0: 2}) == 1
+
+    stored = store.alerts()
+    assert list(stored.alert_id) == ["old-1", "new-1"] and list(stored.kind) == ["threshold", "baseline"]
+    assert stored.baseline_kwh.isna().tolist() == [True, False] and int(stored.baseline_windows.iloc[1]) == 9
+    shown = run_cli(Settings(history_root=str(root)), "history").stdout.splitlines()
+    assert [json.loads(line)["alert_id"] for line in shown] == ["old-1", "new-1"]
+    assert "baseline_kwh" not in json.loads(shown[0]) and json.loads(shown[1])["baseline_kwh"] == 0.012

@@ -37,6 +37,7 @@ def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, spark, tmp_
     run_job_once(spark, uninterrupted)
     expected = alert_ids(uninterrupted)
     assert len(expected) > 20
+    assert {a["kind"] for a in records(uninterrupted, uninterrupted.alerts_topic)} == {"threshold", "baseline"}
 
     log = (tmp_path / "crashing.log").open("wb")
     job = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream"], env=settings_env(base),
