@@ -17,8 +17,7 @@ from . import stack
 from .config import ConfigError, Settings, load_settings
 from .importers import FORMATS
 from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
-from .metrics import (DataDirCollector, KafkaBrokerCollector, KafkaLagCollector, ProducerMetrics,
-                      StreamLagCollector, receiver_gauge, serve)
+from .metrics import ProducerMetrics, serve
 from .processes import stop_flag_on_signals
 
 log = logging.getLogger("energy_monitor")
@@ -124,23 +123,9 @@ def cmd_stream(settings: Settings, args) -> int:
 
 
 def cmd_exporter(settings: Settings, _args) -> int:
-    registry = CollectorRegistry()
-    roles = {settings.readings_topic: "readings", settings.alerts_topic: "alerts", settings.dlq_topic: "dlq"}
-    registry.register(KafkaLagCollector(settings.bootstrap_servers, roles))
-    registry.register(KafkaBrokerCollector(settings.bootstrap_servers))
-    var = Path(settings.var_dir)
-    dirs = {"kafka": str(stack.kafka_dir(settings)), "checkpoints": settings.checkpoint_root,
-            "prometheus": str(var / "prometheus"), "logs": str(var / "log")}
-    if "://" not in settings.history_root:  # an object store has no local filesystem to watch
-        dirs["history"] = settings.history_root
-    registry.register(DataDirCollector(dirs))
-    receiver_gauge(registry, bool(settings.alert_webhook_url))
-    checkpoint = settings.checkpoint_dir()
-    if isinstance(checkpoint, Path):
-        registry.register(StreamLagCollector(settings.bootstrap_servers, checkpoint))
-    else:  # the job's own energy_stream_offsets_behind_latest still reports its backlog
-        log.warning("CHECKPOINT_ROOT is %s: per-partition stream lag needs a local or mounted folder",
-                    settings.checkpoint_root)
+    from .exporter import exporter_registry
+
+    registry = exporter_registry(settings)
     serve(registry, settings.metrics_host, settings.exporter_port)
     print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
     try:

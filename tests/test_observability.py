@@ -11,7 +11,7 @@ import pytest
 
 from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, up, wait_for
 from pipeline.history import AlertQuery, HistoryStore
-from pipeline.metrics import KafkaBrokerCollector
+from pipeline.exporter import KafkaBrokerCollector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
