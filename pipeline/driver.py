@@ -114,48 +114,40 @@ class RunTotals:
                 + (f" ({reasons})" if reasons else "") + f", duplicate readings {self.duplicate_readings}")
 
 
-def attach_listener(spark, on_progress: Callable[[dict], None], on_idle: Callable[[], None]) -> None:
-    """Hand the query's progress reports (and idle notices) to the run's observers."""
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    class ProgressListener(StreamingQueryListener):
-        def onQueryStarted(self, event) -> None:
-            log.info("query started (id %s)", event.id)
-
-        def onQueryProgress(self, event) -> None:
-            on_progress(json.loads(event.progress.json))
-
-        def onQueryIdle(self, event) -> None:
-            on_idle()
-
-        def onQueryTerminated(self, event) -> None:
-            log.info("query terminated%s", f": {event.exception}" if event.exception else "")
-
-    spark.streams.addListener(ProgressListener())
+@dataclass(frozen=True, eq=False)  # a route is itself, whatever it holds
+class _Route:
+    tally: object  # the query's accumulator of batch entries
+    on_batch: Callable[[BatchCounts], None]
+    on_progress: Callable[[dict], None] | None
+    on_idle: Callable[[], None] | None
 
 
 class BatchCountsRouter:
-    """Hands each query's BatchCounts to its observer when Spark reports the batch's progress
-    (after its write and commit): one StreamingQueryListener per session, each run of a query
-    routed by its run id (a restart from the same checkpoint keeps the query's id). A query is
-    announced by name before it starts and bound to its run id when Spark reports its start,
-    which comes before any batch's report, and a finished run's last reports keep going to it,
-    never to the next query of the same name."""
+    """The session's one StreamingQueryListener's other half: hands each query run its reports.
+    A batch's counts go to its `on_batch` when Spark reports the batch's progress (after its
+    write and commit), after the progress itself to `on_progress`; idle notices to `on_idle`.
+
+    Each run of a query is routed by its run id (a restart from the same checkpoint keeps the
+    query's id). A query is announced by name before it starts and bound to its run id when
+    Spark reports its start, which comes before any batch's report, and a finished run's last
+    reports keep going to it, never to the next query of the same name."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._announced: dict[str, deque] = {}
-        self._routes: dict[str, tuple] = {}
+        self._routes: dict[str, _Route] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()  # the last 100 run ids, for wait_reported
         self._changed = threading.Condition(self._lock)
 
-    def announce(self, name: str, tally, on_batch: Callable[[BatchCounts], None]) -> tuple:
-        route = (tally, on_batch)
+    def announce(self, name: str, tally, on_batch: Callable[[BatchCounts], None],
+                 on_progress: Callable[[dict], None] | None = None,
+                 on_idle: Callable[[], None] | None = None) -> _Route:
+        route = _Route(tally, on_batch, on_progress, on_idle)
         with self._lock:
             self._announced.setdefault(name, deque()).append(route)
         return route
 
-    def withdraw(self, name: str, route: tuple) -> None:
+    def withdraw(self, name: str, route: _Route) -> None:
         """A query that did not start (unless Spark reported its start all the same)."""
         with self._lock:
             waiting = self._announced.get(name, deque())
@@ -168,15 +160,22 @@ class BatchCountsRouter:
             if waiting:
                 self._routes[run_id] = waiting.popleft()
 
-    def progressed(self, run_id: str, batch_id: int) -> None:
+    def progressed(self, run_id: str, batch_id: int, progress: Callable[[], dict] = dict) -> None:
+        """`progress` gives the report as a dict, read only when the run has an `on_progress`."""
         route = self._routes.get(run_id)
         if route is None:
             return
-        tally, on_batch = route
+        if route.on_progress is not None:
+            route.on_progress(progress())
         # Every task of the batch has added to the accumulator before its job ended, and a later
         # batch's keys stay for its own report.
-        entries = {key: tally.value.pop(key) for key in list(tally.value) if key[0] <= batch_id}
-        on_batch(BatchCounts.from_tally(batch_id, entries, time.time() * 1000))
+        entries = {key: route.tally.value.pop(key) for key in list(route.tally.value) if key[0] <= batch_id}
+        route.on_batch(BatchCounts.from_tally(batch_id, entries, time.time() * 1000))
+
+    def idle(self, run_id: str) -> None:
+        route = self._routes.get(run_id)
+        if route is not None and route.on_idle is not None:
+            route.on_idle()
 
     def terminated(self, run_id: str) -> None:
         with self._lock:
@@ -195,7 +194,7 @@ class BatchCountsRouter:
 
 
 def batch_counts_router(spark) -> BatchCountsRouter:
-    """The session's router, registered with Spark on first use."""
+    """The session's router, and its listener registered with Spark on first use."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     router = getattr(spark, "_batch_counts_router", None)
@@ -205,15 +204,18 @@ def batch_counts_router(spark) -> BatchCountsRouter:
 
     class Listener(StreamingQueryListener):
         def onQueryStarted(self, event) -> None:
+            log.info("query %s started (id %s)", event.name, event.id)
             router.started(str(event.runId), event.name)
 
         def onQueryProgress(self, event) -> None:
-            router.progressed(str(event.progress.runId), event.progress.batchId)
+            router.progressed(str(event.progress.runId), event.progress.batchId,
+                              lambda: json.loads(event.progress.json))
 
         def onQueryIdle(self, event) -> None:
-            pass
+            router.idle(str(event.runId))
 
         def onQueryTerminated(self, event) -> None:
+            log.info("query terminated%s", f": {event.exception}" if event.exception else "")
             router.terminated(str(event.runId))
 
     spark.streams.addListener(Listener())
@@ -222,9 +224,11 @@ def batch_counts_router(spark) -> BatchCountsRouter:
 
 
 def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[BatchCounts], None] = log_batch,
-                checkpoint: Path | str | None = None):
+                checkpoint: Path | str | None = None, on_progress: Callable[[dict], None] | None = None,
+                on_idle: Callable[[], None] | None = None):
     """Start the job's query; `checkpoint` defaults to the one of the settings' rule. `on_batch`
-    gets each batch's counts once Spark reports the batch (BatchCountsRouter)."""
+    gets each batch's counts once Spark reports the batch, `on_progress` the report itself
+    (BatchCountsRouter)."""
     checkpoint = checkpoint or settings.checkpoint_dir()
     rule = settings.rule
     log.info("rule %r (mode %s, window %ds, slide %ds, threshold %g kWh, watermark %ds)",
@@ -239,7 +243,7 @@ def start_query(spark, settings: Settings, once: bool, on_batch: Callable[[Batch
     stream, tally = build_stream(spark, settings, since_ms, seed)
     name = f"energy-alerts-{rule.mode}"
     router = batch_counts_router(spark)
-    route = router.announce(name, tally, on_batch)
+    route = router.announce(name, tally, on_batch, on_progress, on_idle)
     writer = (outgoing(stream, settings).writeStream.format("kafka")
               .queryName(name)
               .option("kafka.bootstrap.servers", settings.bootstrap_servers)
@@ -313,27 +317,31 @@ def run(settings: Settings, once: bool) -> RunTotals:
     ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
     spark = spark_session(settings)
     totals = RunTotals()
-    observers: list[Callable[[BatchCounts], None]] = [log_batch, totals.add]
-    progress_observers: list[Callable[[dict], None]] = [totals.add_progress]
-    idle_observers: list[Callable[[], None]] = []
+    metrics = None
     if settings.stream_metrics_port:
         registry = CollectorRegistry()
         metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s,
                                 settings.alert_latency_slo_seconds, tuple(MODES), REASONS)
         serve(registry, settings.metrics_host, settings.stream_metrics_port)
-        observers.append(metrics.observe_batch)
-        progress_observers.append(metrics.observe_progress)
-        idle_observers.append(lambda: metrics.last_progress.set(time.time()))  # alive, nothing new
-    attach_listener(spark, lambda p: [observe(p) for observe in progress_observers],
-                    lambda: [observe() for observe in idle_observers])
 
     def on_batch(counts: BatchCounts) -> None:
-        for observe in observers:
-            observe(counts)
+        log_batch(counts)
+        totals.add(counts)
+        if metrics:
+            metrics.observe_batch(counts)
+
+    def on_progress(progress: dict) -> None:
+        totals.add_progress(progress)
+        if metrics:
+            metrics.observe_progress(progress)
+
+    def on_idle() -> None:
+        if metrics:
+            metrics.last_progress.set(time.time())  # alive, nothing new
 
     try:
         started = time.monotonic()
-        query = start_query(spark, settings, once, on_batch)
+        query = start_query(spark, settings, once, on_batch, on_progress=on_progress, on_idle=on_idle)
         _wait_or_stop(query)
         totals.seconds = time.monotonic() - started
         failure = query.exception()

@@ -74,3 +74,15 @@ def test_unknown_runs_are_ignored_and_waiting_ends_with_the_run():
         router.wait_reported("run-1", timeout_s=0.1)
     threading.Timer(0.2, router.terminated, ["run-1"]).start()
     router.wait_reported("run-1", timeout_s=10)
+
+
+def test_a_run_gets_its_progress_before_its_counts_and_its_idle_notices():
+    router, seen = BatchCountsRouter(), []
+    router.announce("q", tally({(0, "alert", 1): 3}), lambda c: seen.append(("batch", c.alerts)),
+                    lambda p: seen.append(("progress", p["numInputRows"])), lambda: seen.append("idle"))
+    router.announce("other", tally({}), lambda c: pytest.fail("another query's route got counts"))
+    router.started("run-1", "q")
+    router.progressed("run-1", 0, lambda: {"numInputRows": 12})
+    router.idle("run-1")
+    router.idle("someone-else")
+    assert seen == [("progress", 12), ("batch", 3), "idle"]
