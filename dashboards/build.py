@@ -4,14 +4,20 @@
     .venv/bin/python dashboards/build.py --check  # exit 1 if the files differ from this code
 
 Every panel reads a recording rule of monitoring/rules/recording.yml through the `datasource`
-variable, so dashboards and alerts share one definition of each quantity.
+variable, so dashboards and alerts share one definition of each quantity. A stat panel that
+mirrors an alert rule takes its colours from that rule's threshold in monitoring/rules/alerts.yml
+(rule_threshold), the one place thresholds are written.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from functools import cache
 from pathlib import Path
+
+import yaml
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
@@ -41,7 +47,38 @@ def steps(*pairs: tuple[float | None, str]) -> db.ThresholdsConfig:
     return db.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([Threshold(v, c) for v, c in pairs])
 
 
-# Stat thresholds, each the same number as the alert rule it mirrors (rules/alerts.yml).
+ALERT_RULES = Path(__file__).resolve().parents[1] / "monitoring" / "rules" / "alerts.yml"
+_COMPARISON = re.compile(r"[<>]=?\s*\(?\s*([0-9.]+)(?:\s*\*\s*([0-9.]+))?\s*\)?")
+
+
+@cache
+def _alert_exprs() -> dict[str, str]:
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+
+
+def rule_threshold(alert: str, nth: int = 0) -> float:
+    """The number the alert rule's `nth` comparison is against (`> 120`, `> (14.4 * 0.01)`)."""
+    found = _COMPARISON.findall(_alert_exprs()[alert])
+    if len(found) <= nth:
+        raise ValueError(f"{ALERT_RULES}: {alert} has no comparison #{nth} with a number")
+    value, factor = found[nth]
+    return _plain(float(value) * (float(factor) if factor else 1.0))
+
+
+def _plain(number: float) -> float:
+    """Rounded off float noise, and whole numbers as integers, as they read in the JSON."""
+    number = round(number, 12)
+    return int(number) if number.is_integer() else number
+
+
+def red_from(alert: str, nth: int = 0, yellow_share: float | None = None) -> db.ThresholdsConfig:
+    """Green, then red from the alert rule's threshold (yellow from a share of it, if given)."""
+    red = rule_threshold(alert, nth)
+    yellow = [(_plain(red * yellow_share), "yellow")] if yellow_share else []
+    return steps((None, "green"), *yellow, (red, "red"))
+
+
 NEEDS_DATA = steps((None, "red"), (0.001, "green"))  # red at 0: nothing flows
 BELOW_IS_BAD = steps((None, "red"), (1, "green"))
 
@@ -82,27 +119,31 @@ def pipeline_health() -> db.Dashboard:
 
 
 def _health_overview() -> list:
+    backlog, disk = rule_threshold("EnergyStreamLagGrowing", nth=1), rule_threshold("EnergyDiskFillingUp")
     return [
         row("Overview"),
         single("Readings in", "rps", "Readings per second written to the readings topic. Red at 0: the producers "
                "or meters stopped (EnergyReadingsStalled); read the producer log.",
                'energy:topic_records_in:rate1m{role="readings"}', NEEDS_DATA),
-        single("Stream lag", "s", "Age of the oldest reading the job has not processed. Red from 120 s, as "
-               "EnergyStreamLagHigh: check the lag-per-partition table, then batch duration.",
-               "energy:stream_lag_seconds:max", steps((None, "green"), (60, "yellow"), (120, "red"))),
-        single("Stream backlog", "short", "Readings in Kafka the job has not processed. Yellow from 10,000, where "
-               "EnergyStreamLagGrowing starts watching the trend; if it keeps growing, scale out.",
-               "energy:stream_offsets_behind_latest:sum", steps((None, "green"), (10000, "yellow"), (100000, "red"))),
-        single("Since last progress", "s", "Seconds since the query last reported progress. Red from 120 s, as "
-               "EnergyStreamStalled: look for a stuck batch in the Spark UI.",
-               "energy:stream_seconds_since_progress:max", steps((None, "green"), (30, "yellow"), (120, "red"))),
+        single("Stream lag", "s", "Age of the oldest reading the job has not processed. Red from "
+               f"{rule_threshold('EnergyStreamLagHigh'):g} s, as EnergyStreamLagHigh: check the lag-per-partition "
+               "table, then batch duration.",
+               "energy:stream_lag_seconds:max", red_from("EnergyStreamLagHigh", yellow_share=0.5)),
+        single("Stream backlog", "short", "Readings in Kafka the job has not processed. Yellow from "
+               f"{backlog:,.0f}, where EnergyStreamLagGrowing starts watching the trend; if it keeps growing, "
+               "scale out.", "energy:stream_offsets_behind_latest:sum",
+               steps((None, "green"), (backlog, "yellow"), (10 * backlog, "red"))),
+        single("Since last progress", "s", "Seconds since the query last reported progress. Red from "
+               f"{rule_threshold('EnergyStreamStalled'):g} s, as EnergyStreamStalled: look for a stuck batch in the "
+               "Spark UI.", "energy:stream_seconds_since_progress:max",
+               red_from("EnergyStreamStalled", yellow_share=0.25)),
         single("Alert receiver", "short", "1: Alertmanager posts to ALERT_WEBHOOK_URL. 0 (red): no receiver is "
                "configured and alerts reach nobody; set ALERT_WEBHOOK_URL in .env and restart alertmanager.",
                "energy:alert_receiver_configured:min", BELOW_IS_BAD),
         single("Least disk free", "percentunit", "Free share of the fullest data directory's filesystem (Kafka, "
-               "checkpoints, Prometheus, logs). Red under 20%, where EnergyDiskFillingUp watches the trend: "
+               f"checkpoints, Prometheus, logs). Red under {disk:.0%}, where EnergyDiskFillingUp watches the trend: "
                "lower retention or add disk.",
-               "min(energy:data_dir_free:ratio)", steps((None, "red"), (0.2, "yellow"), (0.4, "green"))),
+               "min(energy:data_dir_free:ratio)", steps((None, "red"), (disk, "yellow"), (2 * disk, "green"))),
         single("Invalid readings/s", "rps", "Dead letters per second. Yellow above 0, as EnergyInvalidReadings: "
                "read energy_readings_dlq (reason, raw prefix, partition/offset) and fix the sender.",
                "sum(energy:invalid_readings:rate5m)", steps((None, "green"), (0.001, "yellow"))),
@@ -156,8 +197,11 @@ def _latency_and_lag() -> list:
                "ALERT_LATENCY_SLO_SECONDS. Red here for long is an SLO burn.",
                "energy:alert_latency_seconds:p99_5m", slo),
         single("SLO errors (1 h)", "percentunit", "Share of alerts over the latency target in the last hour. "
-               "Red from 14.4%, as EnergyAlertLatencySLOFastBurn.",
-               "energy:alert_latency_slo_errors:ratio_rate1h", steps((None, "green"), (0.06, "yellow"), (0.144, "red"))),
+               f"Yellow from {rule_threshold('EnergyAlertLatencySLOSlowBurn'):.1%}, as EnergyAlertLatencySLOSlowBurn; "
+               f"red from {rule_threshold('EnergyAlertLatencySLOFastBurn'):.1%}, as EnergyAlertLatencySLOFastBurn.",
+               "energy:alert_latency_slo_errors:ratio_rate1h",
+               steps((None, "green"), (rule_threshold("EnergyAlertLatencySLOSlowBurn"), "yellow"),
+                     (rule_threshold("EnergyAlertLatencySLOFastBurn"), "red"))),
         heatmap.Panel().title("Alert latency").description(
             "Alerts per latency bucket over time. A band moving up: batches slow down or the job falls behind.")
         .datasource(DATASOURCE).height(8).span(12)
@@ -225,16 +269,17 @@ def _spark_jvm() -> list:
 
 
 def energy_alerts() -> db.Dashboard:
+    storm = rule_threshold("EnergyAlertStorm")
     return (base("energy-alerts", "Energy monitor · energy & alerts",
                  "Alert rates by mode and the readings behind them. Per-household detail is in the alert view.")
             .with_variable(variable("mode", "Mode", "label_values(energy_alerts_total, mode)"))
-            .with_panel(single("Alerts, last hour", "short", "Alerts emitted in the last hour. Red from 360,000 "
-                               "(100/s, as EnergyAlertStorm): check RUN_MODE and the threshold.",
-                               'sum(energy:alerts:increase1h{mode=~"$mode"})',
-                               steps((None, "green"), (360000, "red"))))
-            .with_panel(single("Alerts/s", "short", "Alert rate over 5 minutes. Red from 100/s, as EnergyAlertStorm: "
-                               "a wrong threshold or a meter stuck high.",
-                               'sum(energy:alerts:rate5m{mode=~"$mode"})', steps((None, "green"), (100, "red"))))
+            .with_panel(single("Alerts, last hour", "short", f"Alerts emitted in the last hour. Red from "
+                               f"{storm * 3600:,.0f} ({storm:g}/s, as EnergyAlertStorm): check RUN_MODE and the "
+                               "threshold.", 'sum(energy:alerts:increase1h{mode=~"$mode"})',
+                               steps((None, "green"), (storm * 3600, "red"))))
+            .with_panel(single("Alerts/s", "short", f"Alert rate over 5 minutes. Red from {storm:g}/s, as "
+                               "EnergyAlertStorm: a wrong threshold or a meter stuck high.",
+                               'sum(energy:alerts:rate5m{mode=~"$mode"})', red_from("EnergyAlertStorm")))
             .with_panel(single("Readings/s", "rps", "Readings read by the stream job. Red at 0: the job or the "
                                "producers stopped.", "energy:stream_input_rows:rate1m", NEEDS_DATA))
             .with_panel(single("Invalid readings/s", "rps", "Readings sent to the dead-letter topic. Yellow above 0, "

@@ -3,6 +3,7 @@ checked with the real tools (promtool, amtool) and loaded with grafana-foundatio
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -74,6 +75,31 @@ def test_every_alert_has_a_firing_and_a_silent_case():
 def test_dashboard_json_is_what_build_py_makes():
     result = subprocess.run([sys.executable, str(DASHBOARDS / "build.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_stat_panel_that_names_an_alert_rule_changes_colour_at_its_threshold():
+    """Thresholds are written once, in the rules: a panel saying "as EnergyX" has a step at a
+    number EnergyX's expression compares against."""
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    mirrored = 0
+    for dashboard in load_dashboards().values():
+        for panel in dashboard.panels:
+            named = re.findall(r"as (Energy\w+)", getattr(panel, "description", None) or "")
+            thresholds = panel.field_config.defaults.thresholds if named and panel.field_config else None
+            if thresholds is None:
+                continue
+            # A panel of the last hour's count mirrors a rule on a per-second rate.
+            per = 3600 if any("increase1h" in target.expr for target in panel.targets) else 1
+            panel_steps = {step.value / per for step in thresholds.steps if step.value is not None}
+            for alert in named:
+                numbers = {round(float(a) * (float(b) if b else 1.0), 9) for a, b in
+                           re.findall(r"[<>]=?\s*\(?([0-9.]+)(?:\s*\*\s*([0-9.]+))?", exprs[alert])}
+                # "> 0" shows as a step just above 0 (0.001 for a rate, 1 for a count): Grafana
+                # colours a value equal to a step.
+                above_zero = 0.0 in numbers and any(step in (0.001, 1) for step in panel_steps)
+                assert panel_steps & numbers or above_zero, (panel.title, alert, panel_steps, numbers)
+                mirrored += 1
+    assert mirrored >= 8
 
 
 def load_dashboards():
