@@ -77,13 +77,14 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     state = (progress[-1].get("stateOperators") or [{}]) if progress else [{}]
     query.stop()
     steady = [p for p in progress if _progress_ms(p) >= steady_from_ms]
-    out = {"households": households, "readings_per_s": round(households / 15), "trigger_ms": 1000,
+    out = {"households": households, "baseline": settings.baseline, "readings_per_s": round(households / 15),
+           "trigger_ms": 1000,
            "backlog_readings": households * backlog_ticks, "backlog_batch_ms": backlog_batch_ms,
            **_percentiles([p["durationMs"]["triggerExecution"] for p in progress]),
            "steady": {"after_s": warm_up_s, **_percentiles([p["durationMs"]["triggerExecution"] for p in steady])},
            "readings_per_batch_p50": sorted(p["numInputRows"] for p in progress)[len(progress) // 2] if progress else None,
            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
-    print(f"  live prod {households:,} households: {out['batches']} batches, duration p50 {out['batch_ms_p50']} ms, "
+    print(f"  live prod {households:,} households, BASELINE={settings.baseline}: {out['batches']} batches, duration p50 {out['batch_ms_p50']} ms, "
           f"p95 {out['batch_ms_p95']} ms, max {out['batch_ms_max']} ms (trigger 1000 ms); after the first "
           f"{warm_up_s:.0f} s: {out['steady']['batches']} batches, p50 {out['steady']['batch_ms_p50']} ms, "
           f"p95 {out['steady']['batch_ms_p95']} ms, max {out['steady']['batch_ms_max']} ms; state "
@@ -221,3 +222,39 @@ def latency(spark, settings: Settings, households: int, seconds: float, folder: 
     out["history_p99_over_without"] = (round(out["ours+history"]["p99"] / out["ours"]["p99"], 2)
                                        if out["ours"]["p99"] and out["ours+history"]["p99"] else None)
     return out
+
+
+def main() -> None:
+    """Live prod alone, BASELINE=on then off, after a first live run that warms the JVM."""
+    import argparse
+    import logging
+    import tempfile
+
+    from pipeline import broker
+    from pipeline.driver import spark_session
+
+    parser = argparse.ArgumentParser(description="live prod batch durations, BASELINE=on and off, in one session")
+    parser.add_argument("--households", type=int, default=100_000)
+    parser.add_argument("--backlog-ticks", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--warm-up", type=float, default=30.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory() as folder:
+        process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
+        try:
+            settings = Settings(bootstrap_servers=bootstrap, dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
+                                checkpoint_root=str(Path(folder) / "chk"), history_root=str(Path(folder) / "history"),
+                                stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
+            spark = spark_session(settings, app_name="energy-monitor-bench-live-prod")
+            spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
+            for baseline in ("on", "on", "off"):
+                live_prod_batches(spark, dataclasses.replace(settings, baseline=baseline), args.households,
+                                  args.backlog_ticks, args.seconds, args.warm_up)
+            spark.stop()
+        finally:
+            broker.stop(process)
+
+
+if __name__ == "__main__":
+    main()

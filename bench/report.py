@@ -53,7 +53,7 @@ def chart(result: dict, path: Path) -> None:
     left.legend()
     lat = result["latency_s"]["demo"]
     names = [w for w in ("ours", "ours+history", "original") if lat[w]["p99"] is not None]
-    colours = {"ours": "tab:blue", "ours+history": "tab:cyan", "original": "tab:orange"}
+    colours = {"ours": "tab:blue", "ours+history": "tab:cyan", "original": "tab:green"}
     right.bar(names, [lat[w]["p99"] for w in names], color=[colours[w] for w in names])
     right.set_ylabel("seconds")
     right.set_title("p99 reading→alert latency (demo)")
@@ -69,16 +69,18 @@ def chart(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def print_drains(drained: dict) -> None:
+    """Each mode's drain rates, ours (BASELINE=on, off) beside the original, with the ratios."""
+    print(f"\n{'measure':<34}{'ours':>14}{'original':>14}{'ratio':>10}")
+    for mode, rates in drained.items():
+        on, off, original = (rates[w]["readings_per_s"] for w in ("ours", "ours_baseline_off", "original"))
+        print(f"{'drain readings/s ' + mode:<34}{on:>14,}{original:>14,}{on / original:>10.2f}")
+        print(f"{'  BASELINE=off':<34}{off:>14,}{'':>14}{off / original:>10.2f}  (on/off {on / off:.3f})")
+
+
 def print_table(result: dict) -> None:
     """The run's figures, one measure a line, ours beside the original where both ran."""
-    print(f"\n{'measure':<34}{'ours':>14}{'original':>14}{'ratio':>10}")
-    for mode in ("demo", "prod"):
-        d = result["drain_readings_per_s"][mode]
-        print(f"{'drain readings/s ' + mode:<34}{d['ours']:>14,}{d['original']:>14,}"
-              f"{result['drain_ratio_ours_over_original'][mode]:>10}")
-        print(f"{'  BASELINE=off':<34}{d['ours_baseline_off']:>14,}{'':>14}"
-              f"{result['drain_ratio_baseline_off_over_original'][mode]:>10}"
-              f"  (on/off {result['drain_ratio_baseline_on_over_off'][mode]})")
+    print_drains(result["drain_detail"])
     lat = result["latency_s"]["demo"]
     for q in ("p50", "p95", "p99"):
         print(f"{'latency demo ' + q + ' (s)':<34}{str(lat['ours'][q]):>14}{str(lat['original'][q]):>14}")
@@ -112,6 +114,10 @@ def _print_live_prod(result: dict) -> None:
     label = f"  after the first {steady['after_s']:.0f} s"
     print(f"{label:<34}{steady['batch_ms_p50']!s:>14}{'':>14}"
           f"  p95 {steady['batch_ms_p95']}, max {steady['batch_ms_max']} ({steady['batches']} batches)")
+    off = result["live_prod_baseline_off"]["steady"]
+    label = "  the same, BASELINE=off"
+    print(f"{label:<34}{off['batch_ms_p50']!s:>14}{'':>14}"
+          f"  p95 {off['batch_ms_p95']}, max {off['batch_ms_max']} ({off['batches']} batches)")
     label = "  this JVM's first live run"
     print(f"{label:<34}{first['batch_ms_p50']!s:>14}{'':>14}"
           f"  p95 {first['batch_ms_p95']}, max {first['batch_ms_max']}; after the first {steady['after_s']:.0f} s "

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import producer_clients  # noqa: E402
 from drains import DRAINS, QUICK_DRAINS, drain, drain_once, fill, household_sweep, simulator_throughput  # noqa: E402
 from live import LIVE_RUNS, latency, live_prod_batches  # noqa: E402
-from report import chart, machine, peak_rss_mib, print_table  # noqa: E402
+from report import chart, machine, peak_rss_mib, print_drains, print_table  # noqa: E402
 
 from pipeline import broker  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
@@ -57,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--live-prod-warm-up", type=float, default=30.0,
                         help="live prod batches that start this long after the live load are reported as `steady`")
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
+    parser.add_argument("--drains-only", action="store_true",
+                        help="only the drains (about 10 minutes): print them, write nothing")
     args = parser.parse_args()
     if args.quick:
         args.households, args.ticks, args.live_households, args.latency_seconds = 500, 20, 250, 20.0
@@ -95,10 +97,12 @@ def in_one_session(settings: Settings, args: argparse.Namespace, readings: int, 
     # A JVM's first live load at a 1 s trigger runs the per-batch code more often than the drains
     # did, and its first ~30 s of batches wait for the JIT: both runs are reported, the second is
     # the measurement (docs/performance.md).
-    print(f"live prod: {args.live_prod_households:,} households in real time, twice: this JVM's "
-          "first live load, then the measured run", flush=True)
-    first, live_prod = (live_prod_batches(spark, settings, args.live_prod_households, args.live_prod_backlog_ticks,
-                                          args.live_prod_seconds, args.live_prod_warm_up) for _ in range(2))
+    print(f"live prod: {args.live_prod_households:,} households in real time, three times: this JVM's "
+          "first live load, then the measured run, then the same with BASELINE=off", flush=True)
+    first, live_prod, live_prod_off = (
+        live_prod_batches(spark, dataclasses.replace(settings, baseline=baseline), args.live_prod_households,
+                          args.live_prod_backlog_ticks, args.live_prod_seconds, args.live_prod_warm_up)
+        for baseline in ("on", "on", "off"))
     print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s",
           flush=True)
     lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"), args.live_households,
@@ -107,7 +111,8 @@ def in_one_session(settings: Settings, args: argparse.Namespace, readings: int, 
     # right after its last drain.
     memory = peak_rss_mib()
     spark.stop()
-    return {"sweep": sweep, "live_prod": live_prod, "live_prod_first_run": first, "latency": lat, "memory": memory}
+    return {"sweep": sweep, "live_prod": live_prod, "live_prod_first_run": first, "live_prod_baseline_off": live_prod_off,
+            "latency": lat, "memory": memory}
 
 
 def result_of(args: argparse.Namespace, readings: int, drained: dict, drain_memory: dict, drains: tuple[int, int],
@@ -128,6 +133,7 @@ def result_of(args: argparse.Namespace, readings: int, drained: dict, drain_memo
         "sweep_detail": {"mode": "prod", "readings_per_household": args.sweep_ticks, **session["sweep"]},
         "live_prod": session["live_prod"],
         "live_prod_first_run": session["live_prod_first_run"],
+        "live_prod_baseline_off": session["live_prod_baseline_off"],
         "latency_s": {"demo": session["latency"]},
         "producer_readings_per_s": clients,
         "memory": {**session["memory"], "drain_sessions": drain_memory},
@@ -147,14 +153,18 @@ def main() -> None:
             # The drain reads the whole backlog in one batch, as the original query does.
             settings = Settings(bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
                                 dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
+                                history_root=str(Path(folder) / "history"),  # nothing to seed the baselines from
                                 speedup=args.speedup, stream_metrics_port=0, starting_offsets="earliest",
                                 max_offsets_per_trigger=100_000_000)
-            clients = producer_throughput(settings, args.quick)
+            clients = {} if args.drains_only else producer_throughput(settings, args.quick)
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)
             print(f"drain throughput (each query and mode in a Spark session of its own: {drains[0]} "
                   f"warm-up drains, then {drains[1]} measured)", flush=True)
             drained, drain_memory = drain(settings, readings, drains)
+            if args.drains_only:
+                print_drains(drained)
+                return
             session = in_one_session(settings, args, readings, Path(folder))
         finally:
             broker.stop(process)

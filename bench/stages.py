@@ -170,6 +170,7 @@ def main() -> None:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
             base = Settings(bootstrap_servers=bootstrap, checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
+                            history_root=str(Path(folder) / "history"),
                             starting_offsets="earliest", max_offsets_per_trigger=100_000_000,
                             spark_ui_port=broker.free_port())
             spark = spark_session(base, app_name="energy-monitor-profile")

@@ -116,6 +116,7 @@ def main() -> None:
         try:
             settings = Settings(bootstrap_servers=bootstrap, run_mode="prod", dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
                                 checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
+                                history_root=str(Path(folder) / "history"),
                                 starting_offsets="earliest", trigger_interval="1 second")
             spark = spark_session(settings, app_name="energy-monitor-sustained")
             for which, tried in rates.items():
