@@ -1,11 +1,14 @@
-"""The Streamlit alert view, run by `energy-monitor view`: four pages over the durable history.
+"""The Streamlit alert view, run by `energy-monitor view`: four pages over the durable history,
+each a file of view_pages/ with its own address (st.navigation).
 
-1. Live alerts: the newest alerts grouped into incidents, each with the line that says why,
-   and the alerts themselves; refreshed every VIEW_REFRESH_SECONDS by a fragment.
-2. Top households: by number of alerts over a chosen period.
-3. Heatmap: alerts per hour of day × household, for the top N households.
-4. Household: its kWh per window over 24 h with the threshold and its alerts, and its latest
-   readings (kWh per slot). `?household=ID` in the address opens it on that household.
+1. /live, Live alerts: the newest alerts grouped into incidents, each with the line that says
+   why, and the alerts themselves; refreshed every VIEW_REFRESH_SECONDS by a fragment.
+2. /top, Top households: by number of alerts over a chosen period.
+3. /heatmap, Heatmap: alerts per hour of day × household, for the top N households.
+4. /household, Household: its kWh per window over 24 h, the baseline band (each window's usual
+   use and baseline threshold, learned from its readings as the job learns them), the fixed
+   threshold and its alerts of each kind, and its latest readings (kWh per slot).
+   `/household?household=ID` opens it on that household (so does `/?household=ID`).
 
 Everything is read from the history tables (history.py), which the archiver keeps, so a
 restarted view loses nothing. Periods end at the newest event time in the history, not at the
@@ -16,15 +19,19 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from pipeline.config import Rule
+from pipeline.baseline import band
+from pipeline.config import KWH_UNITS, BaselineRule, Rule
 from pipeline.history import AlertQuery, HistoryStore, HistoryUnavailable, incidents
 
 log = logging.getLogger(__name__)
 
 PAGES = ("Live alerts", "Top households", "Heatmap", "Household")
+EPOCH = pd.Timestamp(0, tz="UTC")
 PERIODS = {"1 hour": timedelta(hours=1), "24 hours": timedelta(days=1), "7 days": timedelta(days=7)}
 TABLE_ROWS = 200
 LIVE_COLUMNS = ["detected_at", "household_id", "kind", "window_start", "window_end", "kwh", "threshold_kwh", "rule",
@@ -34,19 +41,29 @@ LIVE_COLUMNS = ["detected_at", "household_id", "kind", "window_start", "window_e
 INCIDENT_COLUMNS = ["household_id", "kind", "first_window_start", "last_window_end", "windows", "peak_kwh", "why"]
 
 
-def incident_table(alerts: pd.DataFrame, rule: Rule) -> pd.DataFrame:
+def incident_table(alerts: pd.DataFrame, rule: Rule, learning: BaselineRule | None = None) -> pd.DataFrame:
     """The alerts' incidents, newest first, each with a line saying why it was raised."""
     found = incidents(alerts).iloc[::-1].reset_index(drop=True)
-    found["why"] = [_why(row, rule) for row in found.itertuples()]
+    found["why"] = [_why(row, rule, learning) for row in found.itertuples()]
     return found[INCIDENT_COLUMNS]
 
 
-def _why(incident, rule: Rule) -> str:
+def _why(incident, rule: Rule, learning: BaselineRule | None) -> str:
     span = f"{incident.windows} window{'s' if incident.windows != 1 else ''}"
     if incident.kind == "baseline":
         return (f"{span} far above its usual use: peak {incident.peak_kwh:.4g} kWh, "
-                f"{incident.peak_ratio:g}× its baseline of {incident.baseline_kwh:.4g} kWh")
+                f"{incident.peak_ratio:g}× its usual {incident.baseline_kwh:.4g} kWh"
+                f"{_slot_hours(incident.peak_window_start, learning)}")
     return f"{span} over {rule.threshold_kwh:g} kWh: peak {incident.peak_kwh:.4g} kWh"
+
+
+def _slot_hours(window_start: pd.Timestamp, learning: BaselineRule | None) -> str:
+    """' for 02:00–03:00' when the slots divide the day (prod: the hour of day), else ''."""
+    if learning is None or learning.slots < 2 or learning.slot_s * learning.slots != 86400:
+        return ""
+    first = (window_start - EPOCH) // pd.Timedelta(seconds=learning.slot_s) % learning.slots * learning.slot_s
+    clock = lambda s: f"{s // 3600 % 24:02d}:{s % 3600 // 60:02d}"
+    return f" for {clock(first)}–{clock(first + learning.slot_s)}"
 
 
 def top_households(counts: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -76,21 +93,41 @@ def window_energy(slots: pd.DataFrame, rule: Rule) -> pd.DataFrame:
     return pd.DataFrame({"window_end": index + step, "kwh": sums.to_numpy()})
 
 
+VIEW_PAGES = Path(__file__).resolve().parent / "view_pages"
+# (title, file in view_pages/, URL path)
+PAGE_FILES = {"Live alerts": ("live.py", "live"), "Top households": ("top.py", "top"),
+              "Heatmap": ("heatmap.py", "heatmap"), "Household": ("household.py", "household")}
+BAND_DAYS = 7  # readings a household's band is learned from, on the Household page
+
+
 def main() -> None:
+    """The entry script: each page a file of view_pages/ with its own URL (/live, /top, ...)."""
+    import streamlit as st
+
+    st.set_page_config(page_title="Energy alerts", layout="wide")
+    pages = [st.Page(VIEW_PAGES / file, title=title, url_path=url, default=title == PAGES[0])
+             for title, (file, url) in PAGE_FILES.items()]
+    st.navigation(pages).run()
+
+
+def page(name: str) -> None:
+    """One page, run by its file in view_pages/."""
     import streamlit as st
 
     from pipeline.config import load_settings
 
-    st.set_page_config(page_title="Energy alerts", layout="wide")
     settings = load_settings()
     store = HistoryStore(settings.history_root)
-    page = st.sidebar.radio("Page", PAGES)
-    st.title(f"Energy alerts · {page}")
+    if name == PAGES[0] and st.query_params.get("household"):
+        # The old address of a household (/?household=ID) still opens it.
+        st.switch_page(VIEW_PAGES / PAGE_FILES["Household"][0], query_params={"household": st.query_params["household"]})
+    st.title(f"Energy alerts · {name}")
     st.caption(f"history {settings.history_root} · rule {settings.rule.description} ({settings.rule.mode})")
-    pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds, settings.rule),
+    pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds, settings.rule,
+                                          settings.baseline_rule),
              "Top households": lambda: _top(st, store), "Heatmap": lambda: _heatmap(st, store),
-             "Household": lambda: _household(st, store, settings.rule)}
-    pages[page]()
+             "Household": lambda: _household(st, store, settings.rule, settings.baseline_rule)}
+    pages[name]()
 
 
 def _unavailable(st, store: HistoryStore, exc: Exception) -> None:
@@ -110,13 +147,13 @@ def _load(st, store: HistoryStore, read) -> pd.DataFrame | None:
     return frame
 
 
-def _live(st, store: HistoryStore, refresh_s: float, rule: Rule) -> None:
+def _live(st, store: HistoryStore, refresh_s: float, rule: Rule, learning: BaselineRule | None) -> None:
     @st.fragment(run_every=refresh_s)
     def live() -> None:
         alerts = _load(st, store, lambda: store.alerts(AlertQuery(limit=TABLE_ROWS)))
         if alerts is None:
             return
-        found = incident_table(alerts, rule)
+        found = incident_table(alerts, rule, learning)
         left, right = st.columns(2)
         left.metric("Incidents in the newest alerts", len(found))
         right.metric("Newest alerts shown", len(alerts))
@@ -157,7 +194,7 @@ def _heatmap(st, store: HistoryStore) -> None:
         tooltip=["household_id", "hour", "alerts"]), width="stretch")
 
 
-def _household(st, store: HistoryStore, rule: Rule) -> None:
+def _household(st, store: HistoryStore, rule: Rule, learning: BaselineRule | None) -> None:
     household = st.sidebar.text_input("Household", value=st.query_params.get("household", ""),
                                       placeholder="most alerts in 24 h").strip()
     if household:
@@ -169,7 +206,7 @@ def _household(st, store: HistoryStore, rule: Rule) -> None:
         if not household:
             st.info("No data in the history yet: enter a household id in the sidebar.")
             return
-        slots = store.energy(household)
+        slots = store.energy(household, hours=24.0 * (BAND_DAYS if learning else 1))
         mine = store.alerts(AlertQuery(household=household))
     except HistoryUnavailable as exc:
         _unavailable(st, store, exc)
@@ -178,24 +215,53 @@ def _household(st, store: HistoryStore, rule: Rule) -> None:
     if slots.empty:
         st.info(f"No readings of {household} in the history.")
         return
-    _energy_chart(st, window_energy(slots, rule), mine, rule)
+    shown = slots[slots.slot_start > slots.slot_start.max() - timedelta(hours=24)]
+    windows = window_energy(shown, rule)
+    if learning:
+        windows = windows.join(window_band(slots, windows.window_end, rule, learning))
+    _energy_chart(st, windows, mine, rule)
     st.subheader("Latest readings (kWh per slot)")
-    st.table(slots.tail(20).iloc[::-1].set_index("slot_start"))
+    st.table(shown.tail(20).iloc[::-1].set_index("slot_start"))
+
+
+def window_band(slots: pd.DataFrame, window_end: pd.Series, rule: Rule, learning: BaselineRule) -> pd.DataFrame:
+    """The baseline band of each window (by its end): its slot's mean and threshold learned from
+    these slots' readings, as the job scores it; NaN where the slot is not warm yet."""
+    seconds = (slots.slot_start - EPOCH) // pd.Timedelta(seconds=1)
+    units = np.rint(slots.kwh.to_numpy(dtype=float) * KWH_UNITS).astype(np.int64)
+    starts = ((window_end - EPOCH) // pd.Timedelta(seconds=1) - rule.window_s) // rule.slide_s
+    learned = band(learning, seconds.to_numpy(np.int64) // rule.slide_s, units, starts.to_numpy(np.int64))
+    warm = learned.warm.to_numpy()
+    return pd.DataFrame({"baseline_kwh": np.where(warm, learned["mean"], np.nan),
+                         "baseline_threshold_kwh": np.where(warm, learned.threshold, np.nan)}, index=window_end.index)
 
 
 def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -> None:
     import altair as alt
 
     utc_time = {"scale": alt.Scale(type="utc"), "axis": alt.Axis(format="%H:%M")}
-    line = alt.Chart(windows).mark_line().encode(x=alt.X("window_end:T", title="window end (UTC)", **utc_time),
-                                                 y=alt.Y("kwh:Q", title=f"kWh per {rule.window_s // 60} min window"))
-    threshold = alt.Chart(pd.DataFrame({"kwh": [rule.threshold_kwh]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="kwh:Q")
+    x = alt.X("window_end:T", title="window end (UTC)", **utc_time)
+    layers = []
+    if "baseline_kwh" in windows:
+        base = alt.Chart(windows)
+        layers += [base.mark_area(color="orange", opacity=0.25).encode(x=x, y="baseline_kwh:Q", y2="baseline_threshold_kwh:Q"),
+                   base.mark_line(color="orange", strokeWidth=1).encode(x=x, y="baseline_kwh:Q")]
+    layers.append(alt.Chart(windows).mark_line().encode(x=x, y=alt.Y("kwh:Q", title=f"kWh per {rule.window_s // 60} min window")))
+    layers.append(alt.Chart(pd.DataFrame({"kwh": [rule.threshold_kwh]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="kwh:Q"))
     start = windows.window_end.min() if not windows.empty else None
     marked = alerts[alerts.window_end >= start] if start is not None else alerts
-    points = alt.Chart(marked[["window_end", "kwh", "alert_id"]]).mark_point(color="red", filled=True, size=60).encode(
-        x=alt.X("window_end:T", **utc_time), y="kwh:Q", tooltip=["window_end", "kwh", "alert_id"])
-    st.altair_chart(line + threshold + points, width="stretch")
-    st.caption(f"{len(marked)} alerts in these 24 h; dashed line: the threshold ({rule.threshold_kwh:g} kWh)")
+    kinds = alt.Scale(domain=["threshold", "baseline"], range=["red", "darkorange"])
+    layers.append(alt.Chart(marked[["window_end", "kwh", "kind", "alert_id"]]).mark_point(filled=True, size=70).encode(
+        x=alt.X("window_end:T", **utc_time), y="kwh:Q", color=alt.Color("kind:N", scale=kinds, title="alert"),
+        shape=alt.Shape("kind:N", scale=alt.Scale(domain=["threshold", "baseline"], range=["circle", "triangle-up"]),
+                        title="alert"),
+        tooltip=["window_end", "kwh", "kind", "alert_id"]))
+    st.altair_chart(alt.layer(*layers), width="stretch")
+    counts = marked.kind.value_counts()
+    band_note = (f"; shaded: the baseline band, from the usual use of the window's slot to its threshold, "
+                 f"learned from the last {BAND_DAYS} days of the history" if "baseline_kwh" in windows else "")
+    st.caption(f"{len(marked)} alerts in these 24 h ({counts.get('threshold', 0)} threshold, "
+               f"{counts.get('baseline', 0)} baseline); dashed line: the threshold ({rule.threshold_kwh:g} kWh){band_note}")
 
 
 if __name__ == "__main__":

@@ -284,8 +284,19 @@ class _Scored:
 
 
 def _score(rule: BaselineRule, c: _Candidates, notes: _Notes, before: tuple, names: np.ndarray) -> _Scored:
-    """Each candidate against its slot's state after its `needs` window: the newest note of its
-    cell at or before it, else the state learned before this batch."""
+    """Each candidate against its slot's state after its `needs` window."""
+    mean, var, count = _lookup(rule, c, notes, before)
+    limit = threshold(rule, mean, var)
+    fired = (count >= rule.warmup) & (c.units / KWH_UNITS > limit)
+    frame = pd.DataFrame({"household": names[c.household][fired], "start_pane": c.starts[fired],
+                          "units": c.units[fired], "threshold": limit[fired], "mean": mean[fired],
+                          "sigma": np.sqrt(var[fired]), "windows": count[fired], "slot": c.slot[fired]})
+    return _Scored(fired, frame)
+
+
+def _lookup(rule: BaselineRule, c: _Candidates, notes: _Notes, before: tuple) -> tuple:
+    """Each candidate's slot state (mean, var, count) after its `needs` window: the newest note
+    of its cell at or before it, else the state learned before this batch."""
     cells = c.household * rule.slots + c.slot
     mean, var, count = before[0][cells], before[1][cells], before[2][cells]
     if len(notes.j) and len(cells):
@@ -299,12 +310,26 @@ def _score(rule: BaselineRule, c: _Candidates, notes: _Notes, before: tuple, nam
         mean = np.where(found, notes.mean[hit], mean)
         var = np.where(found, notes.var[hit], var)
         count = np.where(found, notes.count[hit], count)
-    limit = threshold(rule, mean, var)
-    fired = (count >= rule.warmup) & (c.units / KWH_UNITS > limit)
-    frame = pd.DataFrame({"household": names[c.household][fired], "start_pane": c.starts[fired],
-                          "units": c.units[fired], "threshold": limit[fired], "mean": mean[fired],
-                          "sigma": np.sqrt(var[fired]), "windows": count[fired], "slot": c.slot[fired]})
-    return _Scored(fired, frame)
+    return mean, var, count
+
+
+def band(rule: BaselineRule, panes: np.ndarray, units: np.ndarray, starts: np.ndarray) -> pd.DataFrame:
+    """One household's band: what each window starting at `starts` (panes) is scored against,
+    learned from its readings (pane, units) as the job learns them. Columns start_pane, mean,
+    sigma, windows (learning windows of the slot), threshold, warm."""
+    names = np.zeros(1, dtype=np.int64)
+    empty = BaselineState.empty()
+    table = _Table.widen(empty, names, rule.slots)
+    rows = _pending(empty, table, names, np.zeros(len(panes), dtype=np.int64),
+                    panes // (rule.window_s // rule.slide_s), units)
+    before = (table.mean.copy(), table.var.copy(), table.count.copy())
+    notes = _replay(table, rule, rows, np.ones(len(rows.j), dtype=bool))
+    t = starts * rule.slide_s
+    windows = _Candidates(np.zeros(len(starts), dtype=np.int64), starts, np.zeros(len(starts), dtype=np.int64),
+                          (t - rule.watermark_s) // rule.window_s - 1, (t // rule.slot_s) % rule.slots)
+    mean, var, count = _lookup(rule, windows, notes, before)
+    return pd.DataFrame({"start_pane": starts, "mean": mean, "sigma": np.sqrt(var), "windows": count,
+                         "threshold": threshold(rule, mean, var), "warm": count >= rule.warmup})
 
 
 def _compact(table: _Table, names: np.ndarray, pending: tuple, alerted: tuple, min_open: int,

@@ -59,13 +59,24 @@ def app(monkeypatch, settings, page: str, **query) -> AppTest:
     at = AppTest.from_file(alert_view.__file__, default_timeout=30)
     at.query_params.update(query)
     at.run()
-    at.sidebar.radio[0].set_value(page).run()
+    if page != alert_view.PAGES[0]:
+        at.switch_page(f"view_pages/{alert_view.PAGE_FILES[page][0]}").run()
     assert not at.exception, at.exception
     return at
 
 
 def charts(at: AppTest) -> list:
     return at.get("vega_lite_chart")
+
+
+def chart_layers(chart) -> list[tuple[str, dict, pd.DataFrame]]:
+    """A layered chart's (mark, encoding, data) per layer, as Streamlit sent them."""
+    from streamlit import dataframe_util
+
+    data = {d.name: dataframe_util.convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.proto.datasets}
+    spec = json.loads(chart.proto.spec)
+    return [(layer["mark"]["type"], layer["encoding"], data.get(layer.get("data", {}).get("name")))
+            for layer in spec.get("layer", [spec])]
 
 
 @pytest.mark.spark
@@ -82,7 +93,7 @@ def test_pages_on_a_real_history(monkeypatch, written):
     assert len(shown) == len(stored) and shown["windows"].astype(int).sum() == len(live)
     assert set(shown["kind"]) == {"threshold", "baseline"}
     for kind, why in zip(shown["kind"], shown["why"]):
-        assert ("its baseline of" in why) if kind == "baseline" else (" over 0.05 kWh: peak " in why), why
+        assert ("far above its usual use" in why) if kind == "baseline" else (" over 0.05 kWh: peak " in why), why
 
     top = app(monkeypatch, settings, "Top households")
     counts = pd.Series([a["household_id"] for a in newest_first]).value_counts()
@@ -97,11 +108,31 @@ def test_pages_on_a_real_history(monkeypatch, written):
     assert household.subheader[0].value == busiest and charts(household)
     quiet = counts.index[-1]
     assert app(monkeypatch, settings, "Household", household=quiet).subheader[0].value == quiet != busiest
+    assert app(monkeypatch, settings, "Live alerts", household=quiet).subheader[0].value == quiet  # /?household=
     latest = household.table[0].value
     mine = [ln.split(",") for ln in lines if ln.split(",")[1] == busiest][-20:][::-1]
     assert [round(v, 6) for v in latest.kwh] == [round(float(kwh), 6) for _, _, kwh in mine]
     assert f"{sum(a['household_id'] == busiest for a in newest_first)} alerts in these 24 h" in \
         household.caption[-1].value
+    band_is_what_each_alert_was_scored_against(charts(household)[0], [a for a in newest_first if a["household_id"] == busiest])
+
+
+def band_is_what_each_alert_was_scored_against(chart, alerts: list[dict]) -> None:
+    """The Household chart's band layer holds, at each baseline alert's window, the alert's own
+    baseline and threshold; its alert marks are told apart by kind."""
+    layers = {(mark, encoding["y"]["field"]): (encoding, frame) for mark, encoding, frame in chart_layers(chart)}
+    band_encoding, band = layers[("area", "baseline_kwh")]
+    assert band_encoding["y2"]["field"] == "baseline_threshold_kwh"
+    by_end = band.assign(window_end=pd.to_datetime(band.window_end, utc=True)).set_index("window_end")
+    scored = [a for a in alerts if a["kind"] == "baseline"]
+    assert scored
+    for alert in scored:
+        row = by_end.loc[pd.Timestamp(alert["window_end"])]
+        assert row.baseline_threshold_kwh == pytest.approx(alert["threshold_kwh"], rel=1e-9), alert
+        assert row.baseline_kwh == pytest.approx(alert["baseline_kwh"], rel=1e-9), alert
+    point_encoding, points = layers[("point", "kwh")]
+    assert point_encoding["shape"]["field"] == point_encoding["color"]["field"] == "kind"
+    assert set(points.kind) == {a["kind"] for a in alerts}
 
 
 def test_every_page_says_so_when_the_history_is_empty(monkeypatch, make_settings):
@@ -164,9 +195,10 @@ def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path
 
 def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict | None = None,
            household: str | None = None) -> None:
-    """Open the view in headless Chromium, visit each page, wait until the page shows what
-    `shows` names (a CSS selector, or `text:` and a phrase), screenshot it. With `household`,
-    then open the address `?household=` that household and check the Household page shows it."""
+    """Open the view in headless Chromium, visit each page at its own address, wait until the
+    page shows what `shows` names (a CSS selector, or `text:` and a phrase), screenshot it. With
+    `household`, then open `/household?household=` that household (and the root's old
+    `?household=`) and check the Household page shows it with its band."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -191,16 +223,15 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
             return what[5:] in driver.find_element(By.TAG_NAME, "body").text
         return driver.find_elements(By.CSS_SELECTOR, what) or False
 
-    def visit(page: str, what: str, picture: str) -> None:
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "section[data-testid='stSidebar'] label"))
-        driver.find_element(By.XPATH, f"//section[@data-testid='stSidebar']//label[.//p[text()='{page}']]").click()
-        wait.until(lambda d: page in d.find_element(By.TAG_NAME, "h1").text)
+    def visit(page: str, what: str, picture: str, path: str | None = None) -> None:
+        driver.get(f"{address}/{path if path is not None else alert_view.PAGE_FILES[page][1]}")
+        wait.until(lambda d: d.find_elements(By.TAG_NAME, "h1") and page in d.find_element(By.TAG_NAME, "h1").text)
         wait.until(lambda _d: shown(what))
         assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
         time.sleep(1.5)  # let the charts draw before the picture
-        path = SCREENSHOTS / f"view-{name}{picture}.png"
-        driver.save_screenshot(str(path))
-        assert path.stat().st_size > 10_000
+        picture_path = SCREENSHOTS / f"view-{name}{picture}.png"
+        driver.save_screenshot(str(picture_path))
+        assert picture_path.stat().st_size > 10_000
 
     address = f"http://127.0.0.1:{settings.view_port}"
     try:
@@ -208,10 +239,11 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
         for page, what in shows.items():
             visit(page, what, page.lower().replace(" ", "-"))
         if household:
-            driver.get(f"{address}/?household={household}")
-            visit("Household", ".vega-embed", "household-by-address")
-            wait.until(lambda d: household in [h.text for h in d.find_elements(By.TAG_NAME, "h3")])
-            assert f"household={household}" in driver.current_url
+            for path, picture in ((f"household?household={household}", "household-by-address"),
+                                  (f"?household={household}", "household-by-old-address")):
+                visit("Household", "text:shaded: the baseline band", picture, path)
+                wait.until(lambda d: household in [h.text for h in d.find_elements(By.TAG_NAME, "h3")])
+                assert f"/household?household={household}" in driver.current_url
     finally:
         driver.quit()
         server.terminate()
@@ -254,5 +286,17 @@ def test_an_incident_says_why_in_one_line():
     table = alert_view.incident_table(alerts, make_rule("demo"))
     assert list(table.household_id) == ["H001", "H002", "H001"]  # newest first
     assert list(table.why) == ["1 window over 0.05 kWh: peak 0.07 kWh",
-                               "1 window far above its usual use: peak 0.03 kWh, 3× its baseline of 0.01 kWh",
+                               "1 window far above its usual use: peak 0.03 kWh, 3× its usual 0.01 kWh",
                                "2 windows over 0.05 kWh: peak 0.08 kWh"]
+
+
+def test_a_baseline_incident_names_the_hours_of_its_slot_when_slots_divide_the_day():
+    from pipeline.config import load_settings
+
+    prod, demo = load_settings({"RUN_MODE": "prod"}), load_settings({"RUN_MODE": "demo"})
+    alerts = pd.DataFrame({"household_id": ["H001"], "kind": ["baseline"],
+                           "window_start": [pd.Timestamp("2026-07-02T02:10:00Z")],
+                           "window_end": [pd.Timestamp("2026-07-02T02:25:00Z")], "kwh": [1.54], "baseline_kwh": [0.41]})
+    assert alert_view.incident_table(alerts, prod.rule, prod.baseline_rule).why[0] == \
+        "1 window far above its usual use: peak 1.54 kWh, 3.76× its usual 0.41 kWh for 02:00–03:00"
+    assert alert_view.incident_table(alerts, demo.rule, demo.baseline_rule).why[0].endswith("its usual 0.41 kWh")

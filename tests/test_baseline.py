@@ -202,3 +202,36 @@ def test_the_reference_model_gives_the_public_cases_expected_alerts(mode):
     assert got.keys() == want.keys()
     for key, values in got.items():
         assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(values, want[key])), key
+
+
+@pytest.mark.parametrize("mode", ["demo", "prod"])
+def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
+    """baseline.band over a household's readings gives, at each window the job's state machine
+    alerted, the alert's own mean, sigma, learning windows and threshold."""
+    from pipeline.baseline import band
+    from pipeline.simulator import Simulator
+
+    settings = load_settings({"RUN_MODE": mode})
+    rule, learning = settings.rule, settings.baseline_rule
+    tick_s = 15 if mode == "demo" else 60
+    ticks = 8 * 60 * 60 // tick_s if mode == "demo" else 3 * 24 * 60
+    sim = Simulator(6, tick_s, 10.0, 11, 1_783_000_800)
+    households, seconds, units = [], [], []
+    for _ in range(ticks):
+        t, kwh = sim.tick()
+        households += [household_code(h) for h in sim.homes.ids]
+        seconds += [t] * len(kwh)
+        units += np.rint(kwh * UNITS).astype(np.int64).tolist()
+    households, seconds, units = (np.array(v, dtype=np.int64) for v in (households, seconds, units))
+    result = advance(PaneState.empty(), households, seconds // rule.slide_s, units, 0, rule.slide_s,
+                     rule.panes_per_window, rule.threshold_units, None, (BaselineState.empty(), learning))
+    alerts = result.baseline.alerts
+    assert len(alerts) > 10 and alerts.household.nunique() > 1
+    for code, mine in alerts.groupby("household"):
+        own = households == code
+        got = band(learning, seconds[own] // rule.slide_s, units[own], mine.start_pane.to_numpy())
+        assert got.warm.all()
+        np.testing.assert_allclose(got.threshold, mine.threshold, rtol=1e-12)
+        np.testing.assert_allclose(got["mean"], mine["mean"], rtol=1e-12)
+        np.testing.assert_allclose(got.sigma, mine.sigma, rtol=1e-12, atol=1e-15)
+        assert list(got.windows) == list(mine.windows)

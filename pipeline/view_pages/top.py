@@ -1,0 +1,4 @@
+"""The view's Top households page (alert_view.py)."""
+from pipeline.alert_view import page
+
+page("Top households")
