@@ -73,6 +73,7 @@ bench-quick: deps
 	$(VENV)/bin/python bench/run.py --quick --output var/bench-quick
 	$(VENV)/bin/python bench/sustained.py --quick --output var/bench-quick
 	$(VENV)/bin/python bench/history.py --households 50 --hours 1 --output var/bench-quick/history.json
+	$(VENV)/bin/python bench/detection.py --quick --output var/bench-quick
 
 clean-var: down
 	rm -rf var
