@@ -1,8 +1,9 @@
 """Drains: a backlog already in Kafka, processed from a fresh checkpoint in one batch.
 
 Each query and mode drains in a Spark session (driver JVM) of its own: this file run with
-`--drain-session`, settings from its environment. Our job drains with the baseline rule on (the
-default) and off, so its cost is visible beside the original query's. Also the household sweep
+`--drain-session`, settings from its environment; the three sessions of a mode take turns.
+Our job drains with the baseline rule on (the default) and off, so its cost is visible beside
+the original query's. Also the household sweep
 (prod drains at growing household counts) and the real producer path's throughput.
 """
 from __future__ import annotations
@@ -30,9 +31,9 @@ from pipeline.kafka_io import ReadingProducer, ensure_topics, topic_end_offsets 
 from pipeline.simulator import Simulator  # noqa: E402
 
 START = 1_783_000_800
-# Drains of the whole backlog in each query's own session per mode (see drain): (warm-up,
-# measured). --quick runs one of each: it only checks that the bench completes.
-DRAINS = (3, 2)
+# Turns of drains of the whole backlog, each query in its own session per mode (see drain):
+# (warm-up, measured). --quick runs one of each: it only checks that the bench completes.
+DRAINS = (2, 3)
 QUICK_DRAINS = (1, 1)
 # What drain() runs in each mode: (name in the results, query, BASELINE).
 DRAINED = (("ours", "ours", "on"), ("ours_baseline_off", "ours", "off"), ("original", "original", "on"))
@@ -97,56 +98,85 @@ def drain_once(spark, settings: Settings, which: str, readings: int) -> dict:
 
 def drain(settings: Settings, readings: int, drains: tuple[int, int] = DRAINS) -> tuple[dict, dict]:
     """Each query drains the backlog in each mode in a Spark session of its own: a fresh driver
-    JVM (`--drain-session`), as one job of one mode is deployed. In it, `drains` = (warm-up,
-    measured) drains of the whole backlog; a rate is the measured ones' mean. Returns the
-    rates by mode and query, and each session's peak RSS.
-
-    A session of its own per query and mode keeps either from running on a heap and JIT the
-    other shaped; the warm-up drains let the JIT finish compiling before the measured ones
-    (docs/performance.md)."""
+    JVM (DrainSession), as one job of one mode is deployed. The three sessions of a mode are open
+    together and drain in turns, one drain at a time, the order rotating each turn: `drains` =
+    (warm-up, measured) turns. So a slow minute of the machine falls on all three rather than on
+    whichever ran then. A rate is the mean of the measured drains; `ratio_per_turn` is the
+    query's rate over the original's in each measured turn. Returns the rates by mode and query,
+    and each session's peak RSS."""
     out: dict = {}
     memory: dict = {}
     for mode in ("demo", "prod"):
-        out[mode] = {}
-        for name, which, baseline in DRAINED:
-            run = dataclasses.replace(settings, baseline=baseline)
-            session = drain_in_own_session(run, which, mode, readings, drains)
-            runs = session["runs"]
-            out[mode][name] = {**runs[-1], "readings_per_s": round(sum(r["readings_per_s"] for r in runs) / len(runs)),
-                               "runs_readings_per_s": [r["readings_per_s"] for r in runs]}
-            memory[f"{name}_{mode}"] = session["memory"]
+        sessions = {name: DrainSession(dataclasses.replace(settings, baseline=baseline, run_mode=mode), which, readings)
+                    for name, which, baseline in DRAINED}
+        runs: dict = {name: [] for name in sessions}
+        try:
+            for turn in range(sum(drains)):
+                names = list(sessions)
+                for name in names[turn % len(names):] + names[:turn % len(names)]:
+                    result = sessions[name].drain()
+                    measured = turn >= drains[0]
+                    if measured:
+                        runs[name].append(result)
+                    print(f"  drain {mode:<4} {name:<18} {result['readings_per_s']:>10,} readings/s  "
+                          f"({result['seconds']} s){'' if measured else '  warm-up'}", flush=True)
+        finally:
+            for name, session in sessions.items():
+                memory[f"{name}_{mode}"] = session.close()
+        original = [r["readings_per_s"] for r in runs["original"]]
+        out[mode] = {name: {**r[-1], "readings_per_s": round(sum(x["readings_per_s"] for x in r) / len(r)),
+                            "runs_readings_per_s": [x["readings_per_s"] for x in r],
+                            "ratio_per_turn": [round(x["readings_per_s"] / o, 2) for x, o in zip(r, original)]}
+                     for name, r in runs.items()}
     return out, memory
 
 
-def drain_in_own_session(settings: Settings, which: str, mode: str, readings: int, drains: tuple[int, int]) -> dict:
-    """`--drain-session` in a child process, which reads the settings from its environment: its
-    measured drains in order (`runs`), and the peak RSS of its processes (`memory`)."""
-    result_file = Path(settings.checkpoint_root) / f"drains-{which}-{mode}-{settings.baseline}.json"
-    env = {**os.environ, **dataclasses.replace(settings, run_mode=mode).to_env()}
-    subprocess.run([sys.executable, __file__, "--drain-session", which, "--readings", str(readings),
-                    "--result-file", str(result_file), "--drains", f"{drains[0]},{drains[1]}"], env=env, check=True)
-    return json.loads(result_file.read_text())
+class DrainSession:
+    """`--drain-session` in a child process: one query's Spark session, its settings from the
+    child's environment, which drains the backlog each time it is asked to."""
+
+    def __init__(self, settings: Settings, which: str, readings: int):
+        env = {**os.environ, **settings.to_env()}
+        self.process = subprocess.Popen([sys.executable, __file__, "--drain-session", which, "--readings", str(readings)],
+                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(RESULT):
+                return json.loads(line[len(RESULT):])
+            sys.stderr.write(line)  # the JVM's own output: the session shares its stdout
+        raise RuntimeError(f"drain session exited with {self.process.wait()} before answering {command!r}")
+
+    def drain(self) -> dict:
+        return self._ask("drain")
+
+    def close(self) -> dict:
+        """The session's peak RSS; it then stops."""
+        try:
+            return self._ask("stop")
+        finally:
+            self.process.stdin.close()
+            self.process.wait(timeout=120)
 
 
-def drain_session(which: str, readings: int, result_file: Path, drains: tuple[int, int]) -> None:
-    """The child side of drain_in_own_session: warm-up drains, then the measured ones, each
-    printed as it ends; the measured results and the session's peak RSS go to result_file as
-    JSON."""
+# How a drain session marks its answers among what its JVM prints on the same stdout.
+RESULT = "drain-session-result "
+
+
+def drain_session(which: str, readings: int) -> None:
+    """The child side of DrainSession: a drain for each `drain` line on stdin, its result a line
+    on stdout; at `stop` or the end of stdin, the peak RSS of its processes, measured then."""
     settings = load_settings(os.environ)
     spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{settings.run_mode}")
     spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
-    results = []
-    for run in range(sum(drains)):
-        result = drain_once(spark, settings, which, readings)
-        measured = run >= drains[0]
-        if measured:
-            results.append(result)
-        label = f"{which} BASELINE={settings.baseline}" if which == "ours" else which
-        print(f"  drain {settings.run_mode:<4} {label:<16} {result['readings_per_s']:>10,} readings/s  "
-              f"({result['seconds']} s){'' if measured else '  warm-up'}", flush=True)
-    memory = peak_rss_mib()
+    for command in sys.stdin:
+        if command.strip() != "drain":
+            break
+        print(RESULT + json.dumps(drain_once(spark, settings, which, readings)), flush=True)
+    print(RESULT + json.dumps(peak_rss_mib()), flush=True)
     spark.stop()
-    result_file.write_text(json.dumps({"runs": results, "memory": memory}))
 
 
 def household_sweep(spark, settings: Settings, sizes: list[int], ticks: int) -> dict:
@@ -168,12 +198,9 @@ def main() -> None:
                                                  "(run by run.py; settings from the environment)")
     parser.add_argument("--drain-session", choices=("ours", "original"), required=True)
     parser.add_argument("--readings", type=int, required=True)
-    parser.add_argument("--result-file", type=Path, required=True)
-    parser.add_argument("--drains", type=lambda v: tuple(int(x) for x in v.split(",")), default=DRAINS,
-                        help="warm-up,measured")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    drain_session(args.drain_session, args.readings, args.result_file, args.drains)
+    drain_session(args.drain_session, args.readings)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,36 @@ from pathlib import Path
 
 
 def peak_rss_mib() -> dict:
-    """Peak resident memory (VmHWM) of the driver JVM and of Spark's Python workers, read from
-    /proc while they still run, and of this Python process (the PySpark driver side)."""
-    jvm = workers = 0
+    """Peak resident memory (VmHWM) of this process's driver JVM and Spark Python workers, read
+    from /proc while they still run (other sessions' processes are not counted), and of this
+    Python process (the PySpark driver side)."""
+    parents, status = {}, {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            status = (proc / "status").read_text()
+            stat = (proc / "stat").read_text()
+            status[int(proc.name)] = ((proc / "cmdline").read_bytes().replace(b"\0", b" "), (proc / "status").read_text())
         except OSError:
             continue
-        hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    jvm = workers = 0
+    for pid, (cmdline, text) in status.items():
+        if not _descends_from(pid, os.getpid(), parents):
+            continue
+        hwm = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmHWM")), 0)
         if b"org.apache.spark.deploy.SparkSubmit" in cmdline:
             jvm = max(jvm, hwm)
         elif b"pyspark.daemon" in cmdline or b"pyspark.worker" in cmdline:
             workers += hwm
     return {"driver_jvm_mib": round(jvm / 1024), "python_workers_mib": round(workers / 1024),
             "driver_python_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def _descends_from(pid: int, ancestor: int, parents: dict) -> bool:
+    while pid > 1:
+        pid = parents.get(pid, 0)
+        if pid == ancestor:
+            return True
+    return False
 
 
 def machine() -> dict:
@@ -76,6 +90,9 @@ def print_drains(drained: dict) -> None:
         on, off, original = (rates[w]["readings_per_s"] for w in ("ours", "ours_baseline_off", "original"))
         print(f"{'drain readings/s ' + mode:<34}{on:>14,}{original:>14,}{on / original:>10.2f}")
         print(f"{'  BASELINE=off':<34}{off:>14,}{'':>14}{off / original:>10.2f}  (on/off {on / off:.3f})")
+        for label, which in (("on", "ours"), ("off", "ours_baseline_off")):
+            print(f"{'  ' + label + ' / original, each turn':<34}"
+                  f"{', '.join(f'{r:.2f}' for r in rates[which]['ratio_per_turn']):>38}")
 
 
 def print_table(result: dict) -> None:

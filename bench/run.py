@@ -127,8 +127,9 @@ def result_of(args: argparse.Namespace, readings: int, drained: dict, drain_memo
         "drain_ratio_baseline_on_over_off": {m: round(rate(m, "ours") / rate(m, "ours_baseline_off"), 3)
                                              for m in drained},
         "drain_detail": drained,
-        "drain_order": f"each query and mode in a Spark session (driver JVM) of its own: {drains[0]} warm-up "
-                       f"drains of the whole backlog, then {drains[1]} measured; mean of the measured runs",
+        "drain_order": f"each query and mode in a Spark session (driver JVM) of its own, the three of a mode "
+                       f"draining the whole backlog in turns (order rotating): {drains[0]} warm-up turns, then "
+                       f"{drains[1]} measured; mean of the measured drains",
         "drain_by_households": {h: r["readings_per_s"] for h, r in session["sweep"].items()},
         "sweep_detail": {"mode": "prod", "readings_per_household": args.sweep_ticks, **session["sweep"]},
         "live_prod": session["live_prod"],
@@ -159,8 +160,8 @@ def main() -> None:
             clients = {} if args.drains_only else producer_throughput(settings, args.quick)
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)
-            print(f"drain throughput (each query and mode in a Spark session of its own: {drains[0]} "
-                  f"warm-up drains, then {drains[1]} measured)", flush=True)
+            print(f"drain throughput (each query and mode in a Spark session of its own, taking turns: "
+                  f"{drains[0]} warm-up turns, then {drains[1]} measured)", flush=True)
             drained, drain_memory = drain(settings, readings, drains)
             if args.drains_only:
                 print_drains(drained)
