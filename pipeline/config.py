@@ -193,19 +193,21 @@ def _number(name: str, value, low: float, high: float, low_inclusive: bool = Tru
     return number
 
 
-# Integer fields and their allowed range; anything else is rejected by name.
-_INT_RANGES = {
-    "readings_partitions": (1, 10_000), "alerts_partitions": (1, 10_000), "dlq_partitions": (1, 10_000),
-    "replication_factor": (0, 32), "min_insync_replicas": (0, 32), "kafka_brokers": (1, 9),
-    "shuffle_partitions": (1, 10_000), "state_buckets": (1, 4_096),
-    "max_offsets_per_trigger": (1, 100_000_000), "households": (1, 10_000_000),
-    "tick_seconds": (1, 86_400), "max_line_bytes": (64, 65_536),
-    "kafka_controller_port": (1, 65_535), "producer_metrics_port": (0, 65_535),
-    "stream_metrics_port": (0, 65_535), "exporter_port": (1, 65_535), "view_port": (1, 65_535),
-    "prometheus_port": (1, 65_535), "alertmanager_port": (1, 65_535), "spark_ui_port": (1, 65_535),
-    "history_retention_days": (1, 3650), "history_metrics_port": (0, 65_535),
-    "kafka_retention_bytes": (1_048_576, 2**50), "log_max_bytes": (65_536, 2**30), "log_backups": (1, 100),
-}
+def _integer(default: int, low: int, high: int):
+    """An integer setting that must lie in [low, high] (checked when Settings is built)."""
+    return field(default=default, metadata={"integer": (low, high)})
+
+
+def _real(default: float, low: float, high: float, low_inclusive: bool = True):
+    """A number setting that must lie in [low, high] (or (low, high]), as _number checks it."""
+    return field(default=default, metadata={"real": (low, high, low_inclusive)})
+
+
+def _url():
+    """An optional http(s) URL setting (checked when Settings is built); empty: none."""
+    return field(default="", metadata={"url": True})
+
+
 _SIZE = re.compile(r"^\d{1,6}(B|KB|MB|GB|TB)$")
 
 
@@ -215,21 +217,21 @@ class Settings:
     readings_topic: str = "energy_readings"
     alerts_topic: str = "energy_alerts"
     dlq_topic: str = "energy_readings_dlq"
-    readings_partitions: int = 4
-    alerts_partitions: int = 1
-    dlq_partitions: int = 1
+    readings_partitions: int = _integer(4, 1, 10_000)
+    alerts_partitions: int = _integer(1, 1, 10_000)
+    dlq_partitions: int = _integer(1, 1, 10_000)
     # 0: as many replicas as the cluster has brokers, at most 3 (see kafka_io.replication_for).
-    replication_factor: int = 0
+    replication_factor: int = _integer(0, 0, 32)
     # 0: one less than the replication factor, at least 1 (2 of 3: one broker may be lost).
-    min_insync_replicas: int = 0
-    kafka_brokers: int = 1
+    min_insync_replicas: int = _integer(0, 0, 32)
+    kafka_brokers: int = _integer(1, 1, 9)
     run_mode: str = "demo"
     window_duration: str = ""
     slide_duration: str = ""
     threshold_kwh: str = ""
     watermark_delay: str = "10 minutes"
-    max_reading_kwh: float = 10.0
-    max_line_bytes: int = 1024
+    max_reading_kwh: float = _real(10.0, 0.0, MAX_READING_KWH_LIMIT, low_inclusive=False)
+    max_line_bytes: int = _integer(1024, 64, 65_536)
     max_future_skew: str = "1 hour"
     starting_offsets: str = "recent"
     checkpoint_root: str = str(PROJECT_ROOT / "var" / "checkpoints")
@@ -237,41 +239,41 @@ class Settings:
     spark_master: str = "local[2]"
     spark_driver_host: str = "127.0.0.1"
     spark_bind_address: str = "127.0.0.1"
-    shuffle_partitions: int = 2
-    state_buckets: int = 64
+    shuffle_partitions: int = _integer(2, 1, 10_000)
+    state_buckets: int = _integer(64, 1, 4_096)
     trigger_interval: str = "1 second"
-    spark_ui_port: int = 4040
-    alert_latency_slo_seconds: float = 2.0
-    max_offsets_per_trigger: int = 200_000
-    households: int = 50
-    tick_seconds: int = 15
-    speedup: float = 30.0
-    jitter_pct: float = 10.0
+    spark_ui_port: int = _integer(4040, 1, 65_535)
+    alert_latency_slo_seconds: float = _real(2.0, 0.0, 3600.0, low_inclusive=False)
+    max_offsets_per_trigger: int = _integer(200_000, 1, 100_000_000)
+    households: int = _integer(50, 1, 10_000_000)
+    tick_seconds: int = _integer(15, 1, 86_400)
+    speedup: float = _real(30.0, 0.0, 1e6, low_inclusive=False)
+    jitter_pct: float = _real(10.0, 0.0, 99.0)
     sim_seed: int = 42
-    kafka_controller_port: int = 9094
+    kafka_controller_port: int = _integer(9094, 1, 65_535)
     metrics_host: str = "127.0.0.1"
-    producer_metrics_port: int = 9101
-    stream_metrics_port: int = 9102
-    exporter_port: int = 9103
+    producer_metrics_port: int = _integer(9101, 0, 65_535)
+    stream_metrics_port: int = _integer(9102, 0, 65_535)
+    exporter_port: int = _integer(9103, 1, 65_535)
     view_host: str = "127.0.0.1"
-    view_port: int = 8501
-    view_refresh_seconds: float = 2.0
+    view_port: int = _integer(8501, 1, 65_535)
+    view_refresh_seconds: float = _real(2.0, 0.1, 3600.0)
     history_root: str = str(PROJECT_ROOT / "var" / "history")
-    history_retention_days: int = 7
-    history_flush_seconds: float = 5.0
+    history_retention_days: int = _integer(7, 1, 3650)
+    history_flush_seconds: float = _real(5.0, 0.1, 3600.0)
     history_group: str = "energy-history"
-    history_metrics_port: int = 9104
-    prometheus_port: int = 9090
-    alertmanager_port: int = 9093
-    alert_webhook_url: str = ""
-    watchdog_webhook_url: str = ""
+    history_metrics_port: int = _integer(9104, 0, 65_535)
+    prometheus_port: int = _integer(9090, 1, 65_535)
+    alertmanager_port: int = _integer(9093, 1, 65_535)
+    alert_webhook_url: str = _url()
+    watchdog_webhook_url: str = _url()
     grafana_api_token: str = ""
     grafana_admin_user: str = "admin"
     grafana_admin_password: str = ""
-    kafka_retention_bytes: int = 1_073_741_824
+    kafka_retention_bytes: int = _integer(1_073_741_824, 1_048_576, 2**50)
     prometheus_retention_size: str = "2GB"
-    log_max_bytes: int = 10_485_760
-    log_backups: int = 3
+    log_max_bytes: int = _integer(10_485_760, 65_536, 2**30)
+    log_backups: int = _integer(3, 1, 100)
     log_level: str = "INFO"
     baseline: str = "on"
     baseline_slot: str = ""
@@ -304,19 +306,25 @@ class Settings:
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
-        self._check_ranges()
+        self._check_declared()
+        self._check_values()
 
-    def _check_ranges(self) -> None:
-        for name, (low, high) in _INT_RANGES.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ConfigError(f"{env_name(name)}: must be an integer in [{low}, {high}], got {value}")
-        _number("MAX_READING_KWH", self.max_reading_kwh, 0.0, MAX_READING_KWH_LIMIT, low_inclusive=False)
-        _number("SPEEDUP", self.speedup, 0.0, 1e6, low_inclusive=False)
-        _number("JITTER_PCT", self.jitter_pct, 0.0, 99.0)
-        _number("VIEW_REFRESH_SECONDS", self.view_refresh_seconds, 0.1, 3600.0)
-        _number("HISTORY_FLUSH_SECONDS", self.history_flush_seconds, 0.1, 3600.0)
-        _number("ALERT_LATENCY_SLO_SECONDS", self.alert_latency_slo_seconds, 0.0, 3600.0, low_inclusive=False)
+    def _check_declared(self) -> None:
+        """The bounds declared with the fields (_integer, _real, _url)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "integer" in f.metadata:
+                low, high = f.metadata["integer"]
+                if not low <= value <= high:
+                    raise ConfigError(f"{env_name(f.name)}: must be an integer in [{low}, {high}], got {value}")
+            elif "real" in f.metadata:
+                low, high, low_inclusive = f.metadata["real"]
+                _number(env_name(f.name), value, low, high, low_inclusive)
+            elif "url" in f.metadata and value and not re.fullmatch(r"https?://[^\s'\"]+", value):
+                raise ConfigError(f"{env_name(f.name)}: an http:// or https:// URL without spaces or quotes, "
+                                  f"got {value!r}")
+
+    def _check_values(self) -> None:
         if self.starting_offsets not in STARTING_OFFSETS:
             raise ConfigError(f"STARTING_OFFSETS: must be one of {', '.join(STARTING_OFFSETS)}, "
                               f"got {self.starting_offsets!r}")
@@ -325,12 +333,6 @@ class Settings:
         if not _SIZE.match(self.prometheus_retention_size):
             raise ConfigError(f"PROMETHEUS_RETENTION_SIZE: a size such as 2GB or 500MB, got "
                               f"{self.prometheus_retention_size!r}")
-        if self.alert_webhook_url and not re.fullmatch(r"https?://[^\s'\"]+", self.alert_webhook_url):
-            raise ConfigError(f"ALERT_WEBHOOK_URL: an http:// or https:// URL without spaces or quotes, "
-                              f"got {self.alert_webhook_url!r}")
-        if self.watchdog_webhook_url and not re.fullmatch(r"https?://[^\s'\"]+", self.watchdog_webhook_url):
-            raise ConfigError(f"WATCHDOG_WEBHOOK_URL: an http:// or https:// URL without spaces or quotes, "
-                              f"got {self.watchdog_webhook_url!r}")
         if not self.bootstrap_servers.strip():
             raise ConfigError("BOOTSTRAP_SERVERS: must name at least one host:port")
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
