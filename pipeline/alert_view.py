@@ -105,9 +105,21 @@ def main() -> None:
     import streamlit as st
 
     st.set_page_config(page_title="Energy alerts", layout="wide")
-    pages = [st.Page(VIEW_PAGES / file, title=title, url_path=url, default=title == PAGES[0])
-             for title, (file, url) in PAGE_FILES.items()]
-    st.navigation(pages).run()
+    # Streamlit serves the default page at / only, so the default is a hidden page that opens
+    # the Live page at its own address.
+    start = st.Page(_start, title="Energy alerts", url_path="start", default=True, visibility="hidden")
+    pages = [st.Page(VIEW_PAGES / file, title=title, url_path=url) for title, (file, url) in PAGE_FILES.items()]
+    st.navigation([start, *pages]).run()
+
+
+def _start() -> None:
+    """The root address: the Live page, or the Household page of `?household=` (its old address)."""
+    import streamlit as st
+
+    household = st.query_params.get("household")
+    if household:
+        st.switch_page(VIEW_PAGES / PAGE_FILES["Household"][0], query_params={"household": household})
+    st.switch_page(VIEW_PAGES / PAGE_FILES[PAGES[0]][0])
 
 
 def page(name: str) -> None:
@@ -118,9 +130,6 @@ def page(name: str) -> None:
 
     settings = load_settings()
     store = HistoryStore(settings.history_root)
-    if name == PAGES[0] and st.query_params.get("household"):
-        # The old address of a household (/?household=ID) still opens it.
-        st.switch_page(VIEW_PAGES / PAGE_FILES["Household"][0], query_params={"household": st.query_params["household"]})
     st.title(f"Energy alerts · {name}")
     st.caption(f"history {settings.history_root} · rule {settings.rule.description} ({settings.rule.mode})")
     pages = {"Live alerts": lambda: _live(st, store, settings.view_refresh_seconds, settings.rule,
@@ -250,11 +259,14 @@ def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -
     layers.append(alt.Chart(pd.DataFrame({"kwh": [rule.threshold_kwh]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="kwh:Q"))
     start = windows.window_end.min() if not windows.empty else None
     marked = alerts[alerts.window_end >= start] if start is not None else alerts
-    kinds = alt.Scale(domain=["threshold", "baseline"], range=["red", "darkorange"])
-    layers.append(alt.Chart(marked[["window_end", "kwh", "kind", "alert_id"]]).mark_point(filled=True, size=70).encode(
-        x=alt.X("window_end:T", **utc_time), y="kwh:Q", color=alt.Color("kind:N", scale=kinds, title="alert"),
-        shape=alt.Shape("kind:N", scale=alt.Scale(domain=["threshold", "baseline"], range=["circle", "triangle-up"]),
-                        title="alert"),
+    kinds = ["threshold", "baseline"]
+    # A window often alerts by both rules: baseline marks come last and larger, so they stay visible.
+    points = marked[["window_end", "kwh", "kind", "alert_id"]].sort_values("kind", key=lambda k: k == "baseline")
+    layers.append(alt.Chart(points).mark_point(filled=True, opacity=0.9).encode(
+        x=alt.X("window_end:T", **utc_time), y="kwh:Q",
+        color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=["red", "darkorange"]), title="alert"),
+        shape=alt.Shape("kind:N", scale=alt.Scale(domain=kinds, range=["circle", "triangle-up"]), title="alert"),
+        size=alt.Size("kind:N", scale=alt.Scale(domain=kinds, range=[50, 170]), title="alert"),
         tooltip=["window_end", "kwh", "kind", "alert_id"]))
     st.altair_chart(alt.layer(*layers), width="stretch")
     counts = marked.kind.value_counts()

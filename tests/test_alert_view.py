@@ -197,8 +197,9 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
            household: str | None = None) -> None:
     """Open the view in headless Chromium, visit each page at its own address, wait until the
     page shows what `shows` names (a CSS selector, or `text:` and a phrase), screenshot it. With
-    `household`, then open `/household?household=` that household (and the root's old
-    `?household=`) and check the Household page shows it with its band."""
+    `household`, then check that the root address opens the first page at its own address, open
+    `/household?household=` that household (and the root's old `?household=`) and check the
+    Household page shows it with its band."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -227,7 +228,8 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
         driver.get(f"{address}/{path if path is not None else alert_view.PAGE_FILES[page][1]}")
         wait.until(lambda d: d.find_elements(By.TAG_NAME, "h1") and page in d.find_element(By.TAG_NAME, "h1").text)
         wait.until(lambda _d: shown(what))
-        assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "Traceback" not in body and "Page not found" not in body, body[:300]
         time.sleep(1.5)  # let the charts draw before the picture
         picture_path = SCREENSHOTS / f"view-{name}{picture}.png"
         driver.save_screenshot(str(picture_path))
@@ -239,6 +241,8 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
         for page, what in shows.items():
             visit(page, what, page.lower().replace(" ", "-"))
         if household:
+            visit(alert_view.PAGES[0], shows[alert_view.PAGES[0]], "root", path="")
+            wait.until(lambda d: d.current_url.endswith(f"/{alert_view.PAGE_FILES[alert_view.PAGES[0]][1]}"))
             for path, picture in ((f"household?household={household}", "household-by-address"),
                                   (f"?household={household}", "household-by-old-address")):
                 visit("Household", "text:shaded: the baseline band", picture, path)
