@@ -136,6 +136,8 @@ def test_env_example_and_the_configuration_page_list_every_variable_with_its_def
     ({"VIEW_PORT": "70000"}, "VIEW_PORT"),
     ({"TRIGGER_INTERVAL": "fast"}, "TRIGGER_INTERVAL"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"ALERT_WEBHOOK_URL": "ftp://hooks.example/x"}, "ALERT_WEBHOOK_URL"),
+    ({"WATCHDOG_WEBHOOK_URL": "http://hooks.example/a b"}, "WATCHDOG_WEBHOOK_URL"),
 ])
 def test_bad_setting_gives_one_line_error_naming_it_and_a_nonzero_exit(env, name):
     import os
