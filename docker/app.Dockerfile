@@ -13,9 +13,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYSPARK_PYTHON=/opt/venv/bin/python \
     PYTHONUNBUFFERED=1
 WORKDIR /app
-# Dependencies first, against an empty package, so a code change does not reinstall them.
+# Dependencies first, against empty packages (every one pyproject.toml lists, or setuptools
+# refuses the install), so a code change does not reinstall them.
 COPY pyproject.toml ./
-RUN mkdir pipeline && touch pipeline/__init__.py && pip install --no-cache-dir -e .
+RUN python3 -c "import pathlib, tomllib; \
+[pathlib.Path(name.replace('.', '/')).mkdir(parents=True) \
+ for name in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']]" \
+ && touch pipeline/__init__.py && pip install --no-cache-dir -e .
 COPY pipeline ./pipeline
 # The Kafka connector jars resolved by `make deps` (Maven Central).
 COPY .cache/jars/spark ./.cache/jars/spark
