@@ -120,9 +120,13 @@ def drain(settings: Settings, readings: int, drains: tuple[int, int] = DRAINS) -
                         runs[name].append(result)
                     print(f"  drain {mode:<4} {name:<18} {result['readings_per_s']:>10,} readings/s  "
                           f"({result['seconds']} s){'' if measured else '  warm-up'}", flush=True)
-        finally:
-            for name, session in sessions.items():
-                memory[f"{name}_{mode}"] = session.close()
+        except BaseException:
+            # Asking a session that failed to stop would raise again and hide the first error.
+            for session in sessions.values():
+                session.kill()
+            raise
+        for name, session in sessions.items():
+            memory[f"{name}_{mode}"] = session.close()
         original = [r["readings_per_s"] for r in runs["original"]]
         out[mode] = {name: {**r[-1], "readings_per_s": round(sum(x["readings_per_s"] for x in r) / len(r)),
                             "runs_readings_per_s": [x["readings_per_s"] for x in r],
@@ -159,6 +163,10 @@ class DrainSession:
         finally:
             self.process.stdin.close()
             self.process.wait(timeout=120)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 # How a drain session marks its answers among what its JVM prints on the same stdout.
