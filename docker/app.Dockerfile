@@ -17,7 +17,7 @@ WORKDIR /app
 # refuses the install), so a code change does not reinstall them.
 COPY pyproject.toml ./
 RUN python3 -c "import pathlib, tomllib; \
-[pathlib.Path(name.replace('.', '/')).mkdir(parents=True) \
+[pathlib.Path(name.replace('.', '/')).mkdir(parents=True, exist_ok=True) \
  for name in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']]" \
  && touch pipeline/__init__.py && pip install --no-cache-dir -e .
 COPY pipeline ./pipeline
