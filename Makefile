@@ -9,7 +9,7 @@ VENV := .venv
 CLI := $(VENV)/bin/energy-monitor
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick bench-stages bench-detection clean-var
+.PHONY: deps up down status test test-unit test-cluster test-compose compose-up compose-down bench bench-quick bench-stages bench-detection bench-flood clean-var
 
 deps:
 	@scripts/bootstrap.sh
@@ -63,6 +63,11 @@ bench: deps
 # at the incident level in prod mode (docs/performance.md): bench/detection.{json,png}.
 bench-detection: deps
 	$(VENV)/bin/python bench/detection.py
+
+# A million new households at once, then a normal case, through the CLI with the default settings
+# (docs/operations.md, "Memory, disk and the household bound"): bench/flood.json.
+bench-flood: deps
+	$(VENV)/bin/python bench/flood.py --output bench/flood.json
 
 # Where a batch of our job spends its time, per Spark stage (docs/performance.md): bench/stages.json.
 bench-stages: deps

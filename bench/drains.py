@@ -26,7 +26,8 @@ from original import original_stream  # noqa: E402
 from report import peak_rss_mib  # noqa: E402
 
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.driver import spark_session, start_query, trigger  # noqa: E402
+from pipeline.driver import (ROCKSDB_PROVIDER, STATE_STORE_PROVIDER_CONF, spark_session, start_query,  # noqa: E402
+                             trigger)
 from pipeline.kafka_io import ReadingProducer, ensure_topics, topic_end_offsets  # noqa: E402
 from pipeline.simulator import Simulator  # noqa: E402
 
@@ -62,8 +63,13 @@ def simulator_throughput(settings: Settings, readings: int) -> int:
     return round(readings / elapsed)
 
 
+# The original query keeps Spark's default state store, as the seed ran it; ours runs on RocksDB.
+HDFS_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
+
+
 def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _counts: None):
     checkpoint = Path(settings.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
+    spark.conf.set(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER if which == "ours" else HDFS_PROVIDER)
     if which == "ours":
         return start_query(spark, settings, once, on_batch=on_batch, checkpoint=checkpoint)
     writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")

@@ -237,6 +237,20 @@ def _batches_and_state() -> list:
                "without bound means windows are not evicted: check the watermark lag.",
                query("energy:stream_state_rows:sum", "rows"),
                query("energy:stream_state_memory_bytes:sum", "memory bytes", "B")),
+        single("Households in the state", "percentunit", "Households in the job's state as a share of "
+               "MAX_HOUSEHOLDS. Past the rule's line for 15 min is EnergyStreamHouseholdsNearLimit; at 100% new "
+               "households' readings are dead letters (household_limit).", "energy:stream_households:ratio",
+               red_from("EnergyStreamHouseholdsNearLimit", yellow_share=0.8)),
+        single("State against memory", "percentunit", "Bytes of the stored state as a share of the heap its "
+               "tasks run in. Past the rule's line for 15 min is EnergyStreamStateNearMemory; near 100% a batch "
+               "runs out of memory.", "energy:stream_state_memory:ratio",
+               red_from("EnergyStreamStateNearMemory", yellow_share=0.6)),
+        series("Households and their state", "short", "Households in the state and their bound (MAX_HOUSEHOLDS); "
+               "bytes of the stored state and the heap that holds it.",
+               query("energy:stream_households:max", "households"),
+               query("energy:stream_households_limit:max", "bound (MAX_HOUSEHOLDS)", "B"),
+               query("energy:stream_state_bytes:max", "state bytes", "C"),
+               query("energy:stream_memory_bytes:max", "heap bytes", "D")),
         series("Watermark lag", "s", "Wall-clock time minus the event-time watermark (negative while the "
                "simulator runs ahead with SPEEDUP). Growing: readings arrive late or the job is behind.",
                query("energy:stream_watermark_lag_seconds:max", "watermark lag")),

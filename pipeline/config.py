@@ -32,7 +32,7 @@ KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and ord
 # The layout of the job's state: panes.py's and baseline.py's encodings and stream.bucket_keys'
 # keys. Part of the checkpoint's name, so a new layout starts a checkpoint of its own instead of
 # misreading an old one.
-STATE_FORMAT = 7
+STATE_FORMAT = 8
 # 1000 kWh per reading keeps a window's nano-kWh sum inside 64 bits for up to 9.2 million
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0
@@ -209,6 +209,18 @@ def _url():
 
 
 _SIZE = re.compile(r"^\d{1,6}(B|KB|MB|GB|TB)$")
+_JVM_SIZE = re.compile(r"^(\d{1,7})([mMgG])$")
+# A JVM smaller than this does not get Spark started.
+MIN_JVM_BYTES = 512 * 2**20
+
+
+def jvm_bytes(text: str, name: str) -> int:
+    """A JVM memory size as Spark takes it ('4g', '1536m') in bytes; at least 512m."""
+    match = _JVM_SIZE.match(text)
+    size = int(match.group(1)) * 2 ** (30 if match.group(2) in "gG" else 20) if match else 0
+    if size < MIN_JVM_BYTES:
+        raise ConfigError(f"{name}: a JVM memory size of at least 512m, such as 4g or 1536m, got {text!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,9 @@ class Settings:
     spark_master: str = "local[2]"
     spark_driver_host: str = "127.0.0.1"
     spark_bind_address: str = "127.0.0.1"
+    spark_driver_memory: str = "4g"
+    spark_executor_memory: str = "4g"
+    max_households: int = _integer(2_000_000, 1, 1_000_000_000)
     shuffle_partitions: int = _integer(2, 1, 10_000)
     state_buckets: int = _integer(64, 1, 4_096)
     trigger_interval: str = "1 second"
@@ -330,6 +345,8 @@ class Settings:
                               f"got {self.starting_offsets!r}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        for name in ("spark_driver_memory", "spark_executor_memory"):
+            jvm_bytes(getattr(self, name), env_name(name))
         if not _SIZE.match(self.prometheus_retention_size):
             raise ConfigError(f"PROMETHEUS_RETENTION_SIZE: a size such as 2GB or 500MB, got "
                               f"{self.prometheus_retention_size!r}")
@@ -344,6 +361,19 @@ class Settings:
                               f"BOOTSTRAP_SERVERS (one listener per local broker), got {len(addresses)}")
         if any(not re.fullmatch(r"[^\s:,]+:\d{1,5}", a) for a in addresses):
             raise ConfigError(f"BOOTSTRAP_SERVERS: a comma-separated list of host:port, got {self.bootstrap_servers!r}")
+
+    @property
+    def state_memory(self) -> tuple[str, str]:
+        """The setting that sizes the JVMs holding the state's tasks, and its value: the driver's
+        in local mode, the executors' on a cluster."""
+        if self.spark_master.startswith("local"):
+            return "SPARK_DRIVER_MEMORY", self.spark_driver_memory
+        return "SPARK_EXECUTOR_MEMORY", self.spark_executor_memory
+
+    @property
+    def bucket_capacity(self) -> int:
+        """The households one state bucket may hold: MAX_HOUSEHOLDS shared out evenly."""
+        return -(-self.max_households // self.state_buckets)
 
     @property
     def bootstrap_list(self) -> list[str]:

@@ -27,8 +27,10 @@ MAX_EPOCH_S = 4102444800  # 2100-01-01
 # when it is not UTF-8), so even a fully JSON-escaped prefix stays far below Kafka's 1 MiB.
 DEAD_LETTER_RAW_CHARS = 1024
 
+# Why a line is a dead letter: the contract's checks, then a valid reading of a new household
+# beyond MAX_HOUSEHOLDS (the job's bound on its state).
 REASONS = ("empty", "too_long", "not_utf8", "bad_field_count", "bad_timestamp", "future_timestamp",
-           "bad_household_id", "bad_kwh", "kwh_out_of_range")
+           "bad_household_id", "bad_kwh", "kwh_out_of_range", "household_limit")
 
 
 def python_pattern(pattern: str) -> re.Pattern:

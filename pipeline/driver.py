@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -20,10 +21,11 @@ from typing import Callable
 from prometheus_client import CollectorRegistry
 
 from .clock import utc_stamp
-from .config import MODES, PROJECT_ROOT, Settings
+from .config import MODES, PROJECT_ROOT, Settings, jvm_bytes
 from .kafka_io import ensure_topics
 from .metrics import StreamMetrics, serve
 from .processes import stop_flag_on_signals
+from .runs import RunRecord, cause_of, pending_batch
 from .seeding import baseline_seed
 from .stream import SINK_OPTIONS, BatchCounts, build_stream, outgoing, recent_since_ms
 from .contract import REASONS
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 SPARK_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "spark"
 SPARK_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+
+
+STATE_STORE_PROVIDER_CONF = "spark.sql.streaming.stateStore.providerClass"
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
 class StreamFailed(RuntimeError):
@@ -53,6 +59,11 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
                .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG}")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", settings.shuffle_partitions)
+               .config("spark.driver.memory", settings.spark_driver_memory)
+               .config("spark.executor.memory", settings.spark_executor_memory)
+               # The state off the heap (docs/decisions/0013-rocksdb-state-store.md).
+               .config(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER)
+               .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
                .config("spark.sql.streaming.minBatchesToRetain", 20)
                # Without Hadoop's native library, the default (FileContext) checkpoint manager
                # ran `readlink` as a child process for every rename of a checkpoint file:
@@ -76,6 +87,15 @@ def spark_session(settings: Settings, app_name: str = "energy-monitor-stream"):
     return spark
 
 
+def state_memory_bytes(spark, settings: Settings) -> int:
+    """The heap the state's tasks run in: the driver's in local mode, else every executor's."""
+    if settings.spark_master.startswith("local"):
+        return int(spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory())
+    executors = len(spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()) - 1  # less the driver
+    name, value = settings.state_memory
+    return max(executors, 1) * jvm_bytes(value, name)
+
+
 def log_batch(counts: BatchCounts) -> None:
     if counts.alerts or counts.late_readings or counts.invalid_by_reason or counts.duplicate_readings:
         log.info("batch %d: %d alerts, %d late readings dropped, %d duplicates, invalid %s", counts.batch_id,
@@ -93,9 +113,11 @@ class RunTotals:
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
     readings: int = 0  # records read from Kafka (query progress)
     seconds: float = 0.0  # from the query's start to its end
+    bucket_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # the newest of each bucket touched
 
     def add(self, counts: BatchCounts) -> None:
         self.batches += 1
+        self.bucket_sizes.update(counts.bucket_sizes)
         self.alerts += counts.alerts
         self.late_readings += counts.late_readings
         self.duplicate_readings += counts.duplicate_readings
@@ -313,15 +335,54 @@ def _wait_or_stop(query) -> None:
 
 
 def run(settings: Settings, once: bool) -> RunTotals:
-    """`energy-monitor stream`: run the query until it ends (`once`) or is interrupted."""
+    """`energy-monitor stream`: run the query until it ends (`once`) or is interrupted. A run that
+    fails raises StreamFailed with its cause in one line; the full trace goes to the log."""
     ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+    checkpoint = settings.checkpoint_dir()
+    record = None
+    if isinstance(checkpoint, Path):
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        record = RunRecord(checkpoint)
+        loop = record.begin()
+        if loop is not None:
+            log.error("%s", loop.line(settings.state_memory, settings.max_offsets_per_trigger))
+            record.replan(loop, settings.max_offsets_per_trigger)
     spark = spark_session(settings)
     totals = RunTotals()
+    try:
+        failure = _run_query(spark, settings, once, totals)
+        jvm_exit = None
+    except Exception as exc:  # py4j's calls fail when the JVM has gone away
+        log.error("the stream run failed", exc_info=True)
+        failure, jvm_exit = exc, _jvm_exit_code()
+    finally:
+        _stop_session(spark)
+    if failure is None:
+        if record is not None:
+            record.end(None)
+        if totals.bucket_sizes:
+            log.info("state: %d households, %.1f MiB stored, in the %d state buckets this run touched",
+                     sum(h for h, _ in totals.bucket_sizes.values()),
+                     sum(b for _, b in totals.bucket_sizes.values()) / 2**20, len(totals.bucket_sizes))
+        return totals
+    text = str(failure)
+    cause = cause_of(text, jvm_exit)
+    batch = pending_batch(checkpoint) if record is not None else None
+    if record is not None:
+        record.end(cause)
+    log.error("stream query failed: %s", text)
+    where = f" in batch {batch}" if batch is not None else ""
+    raise StreamFailed(f"stream job failed{where}: {cause}{_remedy(cause, settings)} (the full trace is in the log)")
+
+
+def _run_query(spark, settings: Settings, once: bool, totals: RunTotals):
+    """Runs the query with its metrics until it ends; the query's exception, or None."""
     metrics = None
     if settings.stream_metrics_port:
         registry = CollectorRegistry()
         metrics = StreamMetrics(registry, settings.rule.mode, settings.trigger_s,
-                                settings.alert_latency_slo_seconds, tuple(MODES), REASONS)
+                                settings.alert_latency_slo_seconds, tuple(MODES), REASONS,
+                                settings.max_households, state_memory_bytes(spark, settings))
         serve(registry, settings.metrics_host, settings.stream_metrics_port)
 
     def on_batch(counts: BatchCounts) -> None:
@@ -339,17 +400,40 @@ def run(settings: Settings, once: bool) -> RunTotals:
         if metrics:
             metrics.last_progress.set(time.time())  # alive, nothing new
 
+    started = time.monotonic()
+    query = start_query(spark, settings, once, on_batch, on_progress=on_progress, on_idle=on_idle)
+    _wait_or_stop(query)
+    totals.seconds = time.monotonic() - started
+    return query.exception()
+
+
+def _jvm_exit_code(wait_s: float = 10.0) -> int | None:
+    """The exit code of this process's Spark JVM, once it has exited (None if it runs on)."""
+    from pyspark import SparkContext
+
+    process = getattr(SparkContext._gateway, "proc", None)
+    if process is None:
+        return None
     try:
-        started = time.monotonic()
-        query = start_query(spark, settings, once, on_batch, on_progress=on_progress, on_idle=on_idle)
-        _wait_or_stop(query)
-        totals.seconds = time.monotonic() - started
-        failure = query.exception()
-    finally:
-        spark.stop()  # drains the listener bus while this process can still answer its callbacks
-    if failure is not None:
-        log.error("stream query failed: %s", failure)
-        text = str(failure).strip()
-        raise StreamFailed(f"stream query failed: {text.splitlines()[0] if text else repr(failure)} "
-                           "(details in the log above)")
-    return totals
+        return process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _stop_session(spark) -> None:
+    """spark.stop(), which drains the listener bus while this process can still answer its
+    callbacks; a JVM already gone has nothing to stop."""
+    try:
+        spark.stop()
+    except Exception as exc:  # py4j: the JVM is gone
+        log.warning("the Spark session could not be stopped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+
+def _remedy(cause: str, settings: Settings) -> str:
+    if cause.startswith("out of memory"):
+        name, value = settings.state_memory
+        return (f"; raise {name} (now {value}), or lower MAX_HOUSEHOLDS (now {settings.max_households:,}) "
+                f"or MAX_OFFSETS_PER_TRIGGER (now {settings.max_offsets_per_trigger:,})")
+    if cause.startswith("Kafka unreachable"):
+        return f"; check BOOTSTRAP_SERVERS ({settings.bootstrap_servers}) and the brokers"
+    return ""

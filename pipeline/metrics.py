@@ -86,7 +86,8 @@ class StreamMetrics:
     so rates and panels show 0 rather than nothing before the first event."""
 
     def __init__(self, registry: CollectorRegistry, mode: str, trigger_interval_s: float,
-                 slo_s: float = 2.0, modes: tuple[str, ...] = ("demo", "prod"), reasons: tuple[str, ...] = ()):
+                 slo_s: float = 2.0, modes: tuple[str, ...] = ("demo", "prod"), reasons: tuple[str, ...] = (),
+                 max_households: int = 0, memory_bytes: int = 0):
         self.mode, self.slo_s = mode, slo_s
         self.input_rows = Counter("energy_stream_input_rows_total", "Readings read by the stream job.",
                                   registry=registry)
@@ -116,12 +117,25 @@ class StreamMetrics:
         self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
                                       "Configured micro-batch interval.", registry=registry)
         self.trigger_interval.set(trigger_interval_s)
+        self._add_size_instruments(registry, max_households, memory_bytes)
         self._add_alert_instruments(registry, slo_s)
         for value in modes:
             for kind in ("threshold", "baseline"):
                 self.alerts.labels(mode=value, kind=kind)
         for reason in reasons:
             self.invalid.labels(reason=reason)
+
+    def _add_size_instruments(self, registry: CollectorRegistry, max_households: int, memory_bytes: int) -> None:
+        self.households = Gauge("energy_stream_households", "Households in the job's state (as of the last "
+                                "batch that touched their state bucket).", registry=registry)
+        Gauge("energy_stream_households_limit", "The bound on households in the state (MAX_HOUSEHOLDS); "
+              "readings of new households beyond it are dead letters (household_limit).",
+              registry=registry).set(max_households)
+        self.stored_bytes = Gauge("energy_stream_state_bytes", "Bytes of the job's stored state (as of the last "
+                                  "batch that touched each state bucket).", registry=registry)
+        Gauge("energy_stream_memory_bytes", "Heap of the JVMs that run the state (the driver's in local mode, "
+              "the executors' on a cluster).", registry=registry).set(memory_bytes)
+        self._bucket_sizes: dict[int, tuple[int, int]] = {}
 
     def _add_alert_instruments(self, registry: CollectorRegistry, slo_s: float) -> None:
         self.alerts = Counter("energy_alerts_total", "Alerts emitted, by mode and rule kind (threshold, baseline).",
@@ -168,6 +182,10 @@ class StreamMetrics:
         """counts: a stream.BatchCounts."""
         self.alerts.labels(mode=self.mode, kind="threshold").inc(counts.alerts - counts.baseline_alerts)
         self.alerts.labels(mode=self.mode, kind="baseline").inc(counts.baseline_alerts)
+        if counts.bucket_sizes:
+            self._bucket_sizes.update(counts.bucket_sizes)
+            self.households.set(sum(households for households, _ in self._bucket_sizes.values()))
+            self.stored_bytes.set(sum(stored for _, stored in self._bucket_sizes.values()))
         if counts.baseline_households:
             self._baseline_buckets.update(counts.baseline_households)
             self.baseline_warm.set(sum(warm for warm, _ in self._baseline_buckets.values()))

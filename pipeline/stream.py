@@ -30,8 +30,9 @@ from pyspark.accumulators import AccumulatorParam
 
 from .baseline import BaselineState, Seed, adopt, fingerprint
 from .config import KWH_UNITS, BaselineRule, Rule, Settings
+from .contract import REASONS
 from .panes import HOUSEHOLD_DIGITS_SHIFT, PaneState, advance
-from .validate import NOW_COLUMN, parse_readings, wall_clock_s
+from .validate import NOW_COLUMN, dead_letter_json, parse_readings, wall_clock_s
 
 # What the state function returns for a bucket that has something to say: one row of parallel
 # arrays, its alerts (household code, window_start, kwh_units; dead_letter null) followed by its
@@ -52,7 +53,11 @@ BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_un
                         "sigma array<double>, windows array<long>, slot array<long>")
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
 STATE_SCHEMA = "panes binary, alerted binary, baseline binary"
-KIND_THRESHOLD, KIND_BASELINE = 0, 1
+# Output rows of kind 2 are readings refused by the household bound (admit): household, event
+# second (window_start), units and where the reading was read (windows: POSITION_SHIFT).
+KIND_THRESHOLD, KIND_BASELINE, KIND_REFUSED = 0, 1, 2
+HOUSEHOLD_LIMIT_REASON = REASONS[-1]
+POSITION_SHIFT = 48  # a record's position as one long: partition << 48 | offset
 # Kafka client timeouts of the job's source and sink. A broker that dies without closing its
 # connections (a lost host or container) is only noticed through timeouts, and the clients'
 # defaults let one batch stall for the admin client's 60 s API timeout
@@ -177,6 +182,7 @@ def stage_panes(parsed, buckets: int, partitions: int):
         F.coalesce(F.unix_timestamp("event_time"), F.lit(0).cast("long")).alias("epoch_s"),
         F.coalesce("kwh_units", F.lit(0).cast("long")).alias("kwh_units"),
         F.unix_millis("record_time").alias("record_ms"),
+        (F.shiftleft(F.col("partition").cast("long"), POSITION_SHIFT) + F.col("offset")).alias("position"),
         F.lit(bucket_keys(buckets, partitions))[index.cast("int")].alias("bucket"),
     )
 
@@ -197,33 +203,66 @@ class BatchTally(AccumulatorParam):
         return total
 
 
-def make_state_function(rule: Rule, baseline: BaselineRule | None, tally, seed=None) -> Callable:
-    """`seed`: a broadcast baseline.Seed (each Python worker loads its value once), or None."""
+def make_state_function(rule: Rule, baseline: BaselineRule | None, tally, seed=None,
+                        capacity: int = 2**62) -> Callable:
+    """`seed`: a broadcast baseline.Seed (each Python worker loads its value once), or None;
+    `capacity`: the households a bucket may hold (admit)."""
     from pyspark import TaskContext
 
     k, slide_s, threshold_units = rule.panes_per_window, rule.slide_s, rule.threshold_units
     fixed_fp, scoring_fp = fingerprint(rule.key), fingerprint(baseline.key if baseline else "off")
 
     def step(key, batches: Iterator[pd.DataFrame], state) -> Iterator[pd.DataFrame]:
-        households, panes, units, record_ms, seconds, invalid = _batch_columns(list(batches), slide_s)
+        households, panes, units, record_ms, seconds, positions, invalid = _batch_columns(list(batches), slide_s)
         previous, learned = _stored(state, fixed_fp, scoring_fp)
+        taken = admit(np.union1d(previous.names, learned.names), households, capacity)
+        refused = Refused(households[~taken], panes[~taken] * slide_s + seconds[~taken], units[~taken],
+                          positions[~taken])
+        households, panes, units, record_ms, seconds = (a[taken] for a in (households, panes, units, record_ms, seconds))
         if baseline is not None and seed is not None:
             learned = adopt(learned, seed.value, households, baseline.slots)
         result = advance(previous, households, panes, units, state.getCurrentWatermarkMs(), slide_s, k,
                          threshold_units, record_ms, None if baseline is None else (learned, baseline), seconds)
         learned = learned if result.baseline is None else result.baseline.state
+        stored = 0
         if result.state.is_empty() and learned.is_empty():
             if state.exists:
                 state.remove()
         else:
-            state.update((*result.state.to_bytes(), learned.to_bytes()))
-        counts = _tally(result.alerts, result.baseline, invalid, result.late_readings, key[0], result.duplicates)
-        if counts:
-            batch = int(TaskContext.get().getLocalProperty(BATCH_ID_PROPERTY))
-            tally.add({(batch, *name): n for name, n in counts.items()})
-        yield _output_rows(result.alerts, result.baseline, invalid, slide_s)
+            blobs = (*result.state.to_bytes(), learned.to_bytes())
+            stored = sum(len(blob) for blob in blobs)
+            state.update(blobs)
+        counts = _tally(result, invalid, refused, key[0], len(np.union1d(result.state.names, learned.names)), stored)
+        batch = int(TaskContext.get().getLocalProperty(BATCH_ID_PROPERTY))
+        tally.add({(batch, *name): n for name, n in counts.items()})
+        yield _output_rows(result.alerts, result.baseline, invalid, refused, slide_s)
 
     return step
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Readings a full bucket did not take (admit): household, epoch second, units, position."""
+
+    households: np.ndarray
+    epoch_s: np.ndarray
+    units: np.ndarray
+    positions: np.ndarray
+
+
+def admit(known: np.ndarray, households: np.ndarray, capacity: int) -> np.ndarray:
+    """Which readings a bucket takes: those of the households it holds (`known`), and those of new
+    households in the order they first appear in the batch, as long as the bucket has room
+    (`capacity` households in all). A refused household's readings are all refused."""
+    room = capacity - len(known)
+    new = ~np.isin(households, known)
+    if not new.any():
+        return np.ones(len(households), dtype=bool)
+    arrivals, first_at = np.unique(households[new], return_index=True)
+    if len(arrivals) <= room:
+        return np.ones(len(households), dtype=bool)
+    refused = arrivals[np.argsort(first_at, kind="stable")[max(room, 0):]]
+    return ~np.isin(households, refused)
 
 
 def _batch_columns(chunks: list[pd.DataFrame], slide_s: int):
@@ -233,14 +272,16 @@ def _batch_columns(chunks: list[pd.DataFrame], slide_s: int):
     empty text cell for NA."""
     column = (lambda name: chunks[0][name].to_numpy(dtype=np.int64)) if len(chunks) == 1 else (
         lambda name: np.concatenate([c[name].to_numpy(dtype=np.int64) for c in chunks]))
-    households, epoch, units, record_ms = (column(n) for n in ("household", "epoch_s", "kwh_units", "record_ms"))
+    households, epoch, units, record_ms, positions = (
+        column(n) for n in ("household", "epoch_s", "kwh_units", "record_ms", "position"))
     valid = households >= 0
     invalid = None
     if not valid.all():
         invalid = pd.concat([c.dead_letter[c.household < 0] for c in chunks], ignore_index=True)
-        households, epoch, units, record_ms = households[valid], epoch[valid], units[valid], record_ms[valid]
+        households, epoch, units, record_ms, positions = (
+            a[valid] for a in (households, epoch, units, record_ms, positions))
     panes = epoch // slide_s
-    return households, panes, units, record_ms, epoch - panes * slide_s, invalid
+    return households, panes, units, record_ms, epoch - panes * slide_s, positions, invalid
 
 
 def _stored(state, fixed_fp: int, scoring_fp: int) -> tuple[PaneState, BaselineState]:
@@ -257,15 +298,18 @@ def _stored(state, fixed_fp: int, scoring_fp: int) -> tuple[PaneState, BaselineS
     return panes, learned.for_rules(fixed_fp, scoring_fp)
 
 
-def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int, bucket: int,
-           duplicates: int = 0) -> dict:
+def _tally(result, invalid: pd.Series | None, refused: Refused, bucket: int, households: int,
+           stored_bytes: int) -> dict:
     counts = {}
-    for kind, frame in (("alert", alerts), ("baseline_alert", None if baseline is None else baseline.alerts)):
+    baseline = result.baseline
+    for kind, frame in (("alert", result.alerts), ("baseline_alert", None if baseline is None else baseline.alerts)):
         if frame is not None and len(frame):
             centiseconds, n = np.unique(frame.crossed_ms.to_numpy() // 10, return_counts=True)
             counts.update(((kind, int(cs)), int(c)) for cs, c in zip(centiseconds, n))
+    # Each bucket is called once a batch; the driver keeps each bucket's newest figures.
+    counts[("households", int(bucket))] = households
+    counts[("state_bytes", int(bucket))] = stored_bytes
     if baseline is not None:
-        # Each bucket is called once a batch; the driver keeps each bucket's newest figures.
         counts[("baseline_warm", int(bucket))] = baseline.warm
         counts[("baseline_warming", int(bucket))] = baseline.warming
     if invalid is not None:
@@ -273,35 +317,46 @@ def _tally(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, late: int,
         # Python for every valid reading too, as nulls.
         reasons = Counter(json.loads(letter)["reason"] for letter in invalid)
         counts.update((("dlq", reason), n) for reason, n in reasons.items())
-    if late:
-        counts[("late", "")] = late
-    if duplicates:
-        counts[("duplicate", "")] = duplicates
+    if len(refused.households):
+        counts[("dlq", HOUSEHOLD_LIMIT_REASON)] = len(refused.households)
+    if result.late_readings:
+        counts[("late", "")] = result.late_readings
+    if result.duplicates:
+        counts[("duplicate", "")] = result.duplicates
     return counts
 
 
-def _output_rows(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, slide_s: int) -> pd.DataFrame:
+def _output_rows(alerts: pd.DataFrame, baseline, invalid: pd.Series | None, refused: Refused,
+                 slide_s: int) -> pd.DataFrame:
     scored = baseline.alerts if baseline is not None else None
-    n_fixed, n_base = len(alerts), 0 if scored is None else len(scored)
-    if not n_fixed and not n_base and invalid is None:  # most calls of a live batch: nothing to say
+    n_fixed, n_base, n_refused = len(alerts), 0 if scored is None else len(scored), len(refused.households)
+    if not n_fixed and not n_base and not n_refused and invalid is None:  # most calls of a live batch
         return _NO_OUTPUT
     letters = np.empty(0, dtype=object) if invalid is None else invalid.to_numpy(dtype=object)
     frames = [alerts] + ([scored] if n_base else [])
-    ints = lambda name: np.concatenate([f[name].to_numpy(np.int64) for f in frames] + [np.zeros(len(letters), np.int64)])
-    floats = lambda name: np.concatenate([np.full(n_fixed, np.nan)] + ([scored[name].to_numpy(np.float64)] if n_base else [])
-                                         + [np.full(len(letters), np.nan)])
+    n_letters = len(letters)
+
+    def ints(name: str, refused_values: np.ndarray) -> np.ndarray:
+        return np.concatenate([f[name].to_numpy(np.int64) for f in frames] + [refused_values, np.zeros(n_letters, np.int64)])
+
+    def learned(name: str, dtype) -> np.ndarray:
+        values = [scored[name].to_numpy(dtype)] if n_base else []
+        blank = np.nan if dtype is np.float64 else 0
+        return np.concatenate([np.full(n_fixed, blank, dtype)] + values + [np.full(n_refused + n_letters, blank, dtype)])
+
+    kinds = (np.full(n_fixed, KIND_THRESHOLD), np.full(n_base, KIND_BASELINE), np.full(n_refused, KIND_REFUSED),
+             np.zeros(n_letters, np.int64))
     arrays = {
-        "household": ints("household"),
-        "window_start": ints("start_pane") * slide_s,
-        "kwh_units": ints("units"),
-        "dead_letter": np.concatenate([np.full(n_fixed + n_base, None, dtype=object), letters]),
-        "kind": np.concatenate([np.full(n_fixed, KIND_THRESHOLD), np.full(n_base, KIND_BASELINE),
-                                np.zeros(len(letters), np.int64)]).astype(np.int64),
-        "threshold": floats("threshold"), "mean": floats("mean"), "sigma": floats("sigma"),
-        "windows": np.concatenate([np.zeros(n_fixed, np.int64)] + ([scored.windows.to_numpy(np.int64)] if n_base else [])
-                                  + [np.zeros(len(letters), np.int64)]),
-        "slot": np.concatenate([np.zeros(n_fixed, np.int64)] + ([scored.slot.to_numpy(np.int64)] if n_base else [])
-                               + [np.zeros(len(letters), np.int64)]),
+        "household": ints("household", refused.households),
+        "window_start": np.concatenate([f.start_pane.to_numpy(np.int64) * slide_s for f in frames]
+                                       + [refused.epoch_s, np.zeros(n_letters, np.int64)]),
+        "kwh_units": ints("units", refused.units),
+        "dead_letter": np.concatenate([np.full(n_fixed + n_base + n_refused, None, dtype=object), letters]),
+        "kind": np.concatenate(kinds).astype(np.int64),
+        "threshold": learned("threshold", np.float64), "mean": learned("mean", np.float64),
+        "sigma": learned("sigma", np.float64), "slot": learned("slot", np.int64),
+        "windows": np.concatenate([learned("windows", np.int64)[:n_fixed + n_base], refused.positions,
+                                   np.zeros(n_letters, np.int64)]),
     }
     return pd.DataFrame({name: pd.Series([arrays[name]], dtype=object) for name in OUTPUT_COLUMNS})
 
@@ -328,14 +383,14 @@ def state_inputs(staged, rule: Rule):
     return marked.select(epoch, *(c for c in marked.columns if c not in ("clock_time", "epoch_s")))
 
 
-def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally, seed=None):
+def alert_state(staged, rule: Rule, baseline: BaselineRule | None, tally, seed=None, capacity: int = 2**62):
     """The stateful operator: per bucket, pane sums and alerted windows (panes.py) and the
-    baselines (baseline.py; `seed`, a broadcast Seed, to take them from: seeding.py); a row
-    per alert or dead letter (OUTPUT_COLUMNS)."""
+    baselines (baseline.py; `seed`, a broadcast Seed, to take them from: seeding.py), at most
+    `capacity` households; a row per alert, refused reading or dead letter (OUTPUT_COLUMNS)."""
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    state_function = make_state_function(rule, baseline, tally, seed)
+    state_function = make_state_function(rule, baseline, tally, seed, capacity)
     buckets = (state_inputs(staged, rule).groupBy("bucket")
                .applyInPandasWithState(state_function, BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA, "Append",
                                        GroupStateTimeout.NoTimeout))
@@ -351,7 +406,8 @@ def build_stream(spark, settings: Settings, since_ms: int | None = None, seed: S
     parsed = parse_readings(read_readings(spark, settings, since_ms), settings.max_reading_kwh,
                             settings.max_line_bytes, settings.future_skew_s)
     staged = stage_panes(parsed, settings.state_buckets, settings.shuffle_partitions)
-    return alert_state(staged, settings.rule, settings.baseline_rule, tally, shipped), tally
+    return alert_state(staged, settings.rule, settings.baseline_rule, tally, shipped,
+                       settings.bucket_capacity), tally
 
 
 def alert_json(rule: Rule, baseline: BaselineRule | None, household):
@@ -411,6 +467,9 @@ class BatchCounts:
     # bucket -> (households whose every slot is warm, households still warming), for the
     # buckets this batch touched.
     baseline_households: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # bucket -> (households in its state, bytes of its stored state), for the buckets this
+    # batch touched.
+    bucket_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_tally(cls, batch_id: int, entries: dict, written_ms: float) -> "BatchCounts":
@@ -424,6 +483,9 @@ class BatchCounts:
             elif kind in ("baseline_warm", "baseline_warming"):
                 warm, warming = counts.baseline_households.get(detail, (0, 0))
                 counts.baseline_households[detail] = (n, warming) if kind == "baseline_warm" else (warm, n)
+            elif kind in ("households", "state_bytes"):
+                households, stored = counts.bucket_sizes.get(detail, (0, 0))
+                counts.bucket_sizes[detail] = (n, stored) if kind == "households" else (households, n)
             elif kind == "late":
                 counts.late_readings += n
             elif kind == "duplicate":
@@ -438,12 +500,30 @@ def outgoing(stream, settings: Settings):
     a dead letter to DLQ_TOPIC as it is."""
     from pyspark.sql import functions as F
 
-    is_alert = F.col("dead_letter").isNull()
+    is_refused = F.col("kind") == F.lit(KIND_REFUSED)
+    is_alert = F.col("dead_letter").isNull() & ~is_refused
     key = household_text(F.col("household"))
     return stream.select(
         F.when(is_alert, F.lit(settings.alerts_topic)).otherwise(F.lit(settings.dlq_topic)).alias("topic"),
         F.when(is_alert, key).alias("key"),
-        F.when(is_alert, alert_json(settings.rule, settings.baseline_rule, key)).otherwise(F.col("dead_letter")).alias("value"))
+        F.when(is_alert, alert_json(settings.rule, settings.baseline_rule, key))
+        .when(is_refused, refused_letter_json(settings.readings_topic, key))
+        .otherwise(F.col("dead_letter")).alias("value"))
+
+
+def refused_letter_json(readings_topic: str, household):
+    """The dead letter of a reading the household bound refused (kind 2): the reading as the job
+    read it, in the contract's form (UTC, the kWh in decimal), and where it was read."""
+    from pyspark.sql import functions as F
+
+    stamp = F.date_format(F.timestamp_seconds(F.col("window_start")), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+    kwh = F.regexp_replace((F.col("kwh_units").cast("decimal(20,0)") / F.lit(KWH_UNITS)).cast("decimal(29,9)")
+                           .cast("string"), r"\.?0+\z", "")
+    reading = F.concat_ws(",", stamp, household, kwh).cast("binary")
+    position = F.col("windows")
+    return dead_letter_json(reading, F.lit(HOUSEHOLD_LIMIT_REASON), F.lit(readings_topic),
+                            F.shiftright(position, POSITION_SHIFT).cast("int"),
+                            position.bitwiseAND(F.lit((1 << POSITION_SHIFT) - 1)), wall_clock_s())
 
 
 # The sink's producer sends at most 5 requests at a time per broker, and with the client's

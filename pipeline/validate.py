@@ -70,9 +70,12 @@ def round_half_up(value: Column) -> Column:
     return whole + (value - whole >= 0.5).cast("long")
 
 
-def dead_letter_json() -> Column:
-    """The dead-letter document of a record whose `reason` is set; bounded whatever the input."""
-    value = F.coalesce(F.col("value"), F.lit(b""))
+def dead_letter_json(value: Column | None = None, reason: Column | None = None, topic: Column | None = None,
+                     partition: Column | None = None, offset: Column | None = None,
+                     now_s: Column | None = None) -> Column:
+    """The dead-letter document of a record, bounded whatever the input. By default of the row
+    parse_readings checks (its `value`, `reason`, `topic`, `partition`, `offset` and clock)."""
+    value = F.coalesce(F.col("value") if value is None else value, F.lit(b""))
     is_utf8 = F.is_valid_utf8(value)
     prefix = F.when(is_utf8, F.substring(value.cast("string"), 1, DEAD_LETTER_RAW_CHARS)).otherwise(
         F.base64(F.substring(value, 1, DEAD_LETTER_RAW_CHARS)))
@@ -82,11 +85,12 @@ def dead_letter_json() -> Column:
         F.octet_length(value).alias("raw_bytes"),
         (F.octet_length(value) > DEAD_LETTER_RAW_CHARS).alias("raw_truncated"),
         F.sha2(value, 256).alias("raw_sha256"),
-        F.col("reason"),
-        F.col("topic").alias("source_topic"),
-        F.col("partition"),
-        F.col("offset"),
-        F.date_format(F.timestamp_seconds(NOW_S), "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("detected_at"),
+        (F.col("reason") if reason is None else reason).alias("reason"),
+        (F.col("topic") if topic is None else topic).alias("source_topic"),
+        (F.col("partition") if partition is None else partition).alias("partition"),
+        (F.col("offset") if offset is None else offset).alias("offset"),
+        F.date_format(F.timestamp_seconds(F.col(NOW_S) if now_s is None else now_s),
+                      "yyyy-MM-dd'T'HH:mm:ss'Z'").alias("detected_at"),
     ))
 
 
@@ -118,7 +122,8 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
     """Kafka records (value binary, topic, partition, offset, timestamp) -> one row per record
     with either `reason` null and (event_time, household_id, kwh_units), or `reason` and
     `dead_letter` (the JSON document the dead-letter topic receives); and `record_time`, the
-    record's Kafka timestamp, and `now_s`, the wall clock it was read at. `common_path=False`
+    record's Kafka timestamp, `now_s`, the wall clock it was read at, and where it was read
+    (`partition`, `offset`). `common_path=False`
     checks every line field by field (for the test that holds the two paths side by side)."""
     value = F.col("value")
     text = value.cast("string")
@@ -142,4 +147,6 @@ def parse_readings(raw: DataFrame, max_kwh: float, max_line_bytes: int, future_s
         F.when(~valid, dead_letter_json()).alias("dead_letter"),
         F.col("timestamp").alias("record_time"),
         F.col(NOW_S).alias(NOW_COLUMN),
+        F.col("partition"),
+        F.col("offset"),
     )

@@ -91,3 +91,36 @@ def test_checkpoint_files_go_through_the_filesystem_manager(spark, tmp_path):
     hadoop_conf = spark._jsparkSession.sessionState().newHadoopConf()
     manager = jvm.org.apache.spark.sql.execution.streaming.CheckpointFileManager.create(checkpoint, hadoop_conf)
     assert manager.getClass().getSimpleName() == "FileSystemBasedCheckpointFileManager"
+
+
+def test_a_job_that_died_twice_in_one_batch_says_so_and_runs_it_in_smaller_batches(make_settings, spark, tmp_path):
+    settings = make_settings(run_mode="demo", max_offsets_per_trigger=100_000)
+    publish(settings, simulated_lines(households=30, ticks=40, start=T0))  # 1,200 readings: one batch
+    reference = dataclasses.replace(settings, alerts_topic=settings.alerts_topic + "_ref",
+                                    checkpoint_root=str(tmp_path / "ref"))
+    run_job_once(spark, reference)
+    expected = alert_ids(reference)
+    assert expected
+
+    offsets = Path(settings.checkpoint_dir()) / "offsets"
+    for death in range(2):
+        with (tmp_path / f"death-{death}.log").open("wb") as log:
+            job = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stream", "--once"], env=settings_env(settings),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline, said = time.monotonic() + 240, tmp_path / f"death-{death}.log"
+            # batch 0 planned, and this run's query running it
+            while not ((offsets / "0").exists() and "query energy-alerts-demo started" in said.read_text()):
+                assert job.poll() is None and time.monotonic() < deadline, said.read_text()[-3000:]
+                time.sleep(0.01)
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert not (offsets.parent / "commits" / "0").exists() and not alert_ids(settings)
+
+    third = run_cli(dataclasses.replace(settings, max_offsets_per_trigger=500), "stream", "--once")
+    loop = [line for line in third.stderr.splitlines() if "crash loop" in line]
+    assert len(loop) == 1, third.stderr[-3000:]
+    assert ("died 2 times in batch 0 (last cause: the run ended without saying why" in loop[0]
+            and "raise SPARK_DRIVER_MEMORY" in loop[0] and "below its 1,200 readings" in loop[0])
+    assert "batches 3," in third.stdout  # planned again: 500 + 500 + 200
+    assert alert_ids(settings) == expected
+    assert "crash loop" not in run_cli(settings, "stream", "--once").stderr

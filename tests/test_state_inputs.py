@@ -25,8 +25,9 @@ def test_only_integers_and_the_dead_letter_reach_the_state_function(spark):
 
     kinds = {f.name: f.dataType.simpleString() for f in inputs.schema.fields}
     assert kinds == {"epoch_s": "bigint", "dead_letter": "string", "household": "bigint", "kwh_units": "bigint",
-                     "record_ms": "bigint", "bucket": "int"}
+                     "record_ms": "bigint", "position": "bigint", "bucket": "int"}
     assert inputs.schema["epoch_s"].metadata == {WATERMARK_DELAY_KEY: 7 * 60 * 1000}
     rows = {r.household: r for r in inputs.collect()}
     assert rows[(3 << 40) | 1].epoch_s == 1767632415 and rows[(3 << 40) | 1].dead_letter is None
+    assert rows[(3 << 40) | 1].position == (0 << 48) | 3
     assert '"reason":"bad_field_count"' in rows[-1].dead_letter
