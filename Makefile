@@ -51,34 +51,34 @@ compose-down:
 	scripts/compose-local.sh down
 
 # Ours (BASELINE=on and off) vs the original query, side by side (docs/performance.md); writes
-# bench/latest.{json,png};
-# then the highest live prod rate each keeps up with for 5 minutes (added to bench/latest.json).
-# Then the history at 1,000 households x 24 h: size per day, commit and page times (bench/history.json).
+# bench/results/latest.{json,png};
+# then the highest live prod rate each keeps up with for 5 minutes (added to latest.json).
+# Then the history at 1,000 households x 24 h: size per day, commit and page times (history.json).
 bench: deps
-	$(VENV)/bin/python bench/run.py
-	$(VENV)/bin/python bench/sustained.py
-	$(VENV)/bin/python bench/history.py
+	$(VENV)/bin/python -m bench.run
+	$(VENV)/bin/python -m bench.sustained
+	$(VENV)/bin/python -m bench.history_tables
 
 # What each rule catches: simulated and real households with labelled injected events, scored
-# at the incident level in prod mode (docs/performance.md): bench/detection.{json,png}.
+# at the incident level in prod mode (docs/performance.md): bench/results/detection.{json,png}.
 bench-detection: deps
-	$(VENV)/bin/python bench/detection.py
+	$(VENV)/bin/python -m bench.detection
 
 # A million new households at once, then a normal case, through the CLI with the default settings
-# (docs/operations.md, "Memory, disk and the household bound"): bench/flood.json.
+# (docs/operations.md, "Memory, disk and the household bound"): bench/results/flood.json.
 bench-flood: deps
-	$(VENV)/bin/python bench/flood.py --output bench/flood.json
+	$(VENV)/bin/python -m bench.flood --output bench/results/flood.json
 
-# Where a batch of our job spends its time, per Spark stage (docs/performance.md): bench/stages.json.
+# Where a batch of our job spends its time, per Spark stage (docs/performance.md): bench/results/stages.json.
 bench-stages: deps
-	$(VENV)/bin/python bench/stages.py
+	$(VENV)/bin/python -m bench.stages
 
 # The same runs at small sizes (CI): only checks that the benchmark completes.
 bench-quick: deps
-	$(VENV)/bin/python bench/run.py --quick --output var/bench-quick
-	$(VENV)/bin/python bench/sustained.py --quick --output var/bench-quick
-	$(VENV)/bin/python bench/history.py --households 50 --hours 1 --output var/bench-quick/history.json
-	$(VENV)/bin/python bench/detection.py --quick --output var/bench-quick
+	$(VENV)/bin/python -m bench.run --quick --output var/bench-quick
+	$(VENV)/bin/python -m bench.sustained --quick --output var/bench-quick
+	$(VENV)/bin/python -m bench.history_tables --households 50 --hours 1 --output var/bench-quick/history.json
+	$(VENV)/bin/python -m bench.detection --quick --output var/bench-quick
 
 clean-var: down
 	rm -rf var

@@ -8,7 +8,7 @@ SPARK_WORKER_CORES=1 each), fills one readings topic (3 replicas) from the host,
 and two (`--rounds` of each, so neither order pays the other's warm-up), each run on a fresh
 checkpoint from the earliest offset. The rate is the job's own summary line: readings read over
 the seconds from its query's start to its end (the driver's JVM and session start excluded).
-Writes bench/cluster.json; `--keep` leaves the cluster running.
+Writes bench/results/cluster.json; `--keep` leaves the cluster running.
 """
 from __future__ import annotations
 
@@ -17,18 +17,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from pipeline.broker import live_brokers  # noqa: E402
-from pipeline.kafka_io import ReadingProducer, ensure_topics  # noqa: E402
-from pipeline.simulator import Simulator  # noqa: E402
+from pipeline.ops.broker import live_brokers
+from pipeline.core.kafka import ReadingProducer, ensure_topics
+from pipeline.ingest.simulator import Simulator
 
 HOST_BOOTSTRAP = "127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292"
 INFRA = ["kafka", "kafka-2", "kafka-3", "spark-master", "spark-worker", "spark-worker-2"]
@@ -102,7 +100,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["demo", "prod"], default="prod")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "cluster.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "cluster.json")
     args = parser.parse_args()
 
     print("starting the compose cluster (3 brokers, master, 2 workers of 1 core)", flush=True)

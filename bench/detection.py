@@ -15,16 +15,14 @@ for learning):
   true and false incidents; false incidents per household-day;
 - time to detect: from the event's start to the first reading that made one of its windows
   cross (the running sum of the window's readings above the alert's threshold), median.
-Prints the table, writes bench/detection.json and bench/detection.png (one household's day).
+Prints the table, writes bench/results/detection.json and detection.png (one household's day).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -33,21 +31,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import detection_data as data  # noqa: E402
-from drains import start  # noqa: E402
+from bench import detection_data as data
+from bench.drains import start
 
-from pipeline import broker  # noqa: E402
-from pipeline.clock import parse_utc  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.driver import spark_session  # noqa: E402
-from pipeline.history import incidents  # noqa: E402
-from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic  # noqa: E402
-from pipeline.simulator import format_reading  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
+from pipeline.job.session import spark_session
+from pipeline.core.history import incidents
+from pipeline.core.kafka import ReadingProducer, ensure_topics, read_topic
+from pipeline.ingest.simulator import format_reading
 
-OUT = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parent / "results"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 DEFAULT_SETS = ("3,0.5,0.05", "4,0.5,0.05", "6,0.5,0.05", "6,0.3,0.05")
 WINDOW_S = 900
@@ -84,8 +79,8 @@ def households(args: argparse.Namespace) -> tuple[list[data.Household], list[dat
 
 
 def publish(settings: Settings, homes: list[data.Household]) -> int:
-    ensure_topics(settings.bootstrap_servers, {settings.readings_topic: settings.readings_partitions})
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    ensure_topics(settings.kafka.bootstrap_servers, {settings.kafka.readings_topic: settings.kafka.readings_partitions})
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
     for home in homes:
         for minute in np.flatnonzero(np.isfinite(home.kwh)):
             producer.send(home.id, format_reading(data.START + int(minute) * 60, home.id, float(home.kwh[minute]), 6))
@@ -95,10 +90,10 @@ def publish(settings: Settings, homes: list[data.Household]) -> int:
 
 def run_job(spark, settings: Settings) -> pd.DataFrame:
     """The job over the whole topic in one batch; its alerts as rows of the alerts table."""
-    ensure_topics(settings.bootstrap_servers, {settings.alerts_topic: 1, settings.dlq_topic: 1})
+    ensure_topics(settings.kafka.bootstrap_servers, {settings.kafka.alerts_topic: 1, settings.kafka.dlq_topic: 1})
     query = start(spark, settings, "ours", once=True)
     query.awaitTermination()
-    alerts = [json.loads(m.value()) for m in read_topic(settings.bootstrap_servers, settings.alerts_topic,
+    alerts = [json.loads(m.value()) for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic,
                                                          stop_at_end=True, idle_timeout_s=10)]
     frame = pd.DataFrame(alerts)
     for name in ("window_start", "window_end"):
@@ -192,15 +187,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
-            base = Settings(run_mode="prod", bootstrap_servers=bootstrap, readings_topic=f"detect_{uuid.uuid4().hex[:8]}",
+            base = with_values(None, run_mode="prod", bootstrap_servers=bootstrap, readings_topic=f"detect_{uuid.uuid4().hex[:8]}",
                             dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
                             history_root=str(Path(folder) / "history"),  # nothing to seed the baselines from
                             stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
             print(f"published {publish(base, homes):,} readings", flush=True)
-            spark = spark_session(base, app_name="energy-monitor-bench-detection")
+            spark = spark_session(base.job, app_name="energy-monitor-bench-detection")
             for params in args.sets:
                 k, min_kwh, min_sigma = params.split(",")
-                settings = dataclasses.replace(base, alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}", baseline_k=float(k),
+                settings = with_values(base, alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}", baseline_k=float(k),
                                                baseline_min_kwh=min_kwh, baseline_min_sigma_kwh=min_sigma)
                 began = time.perf_counter()
                 alerts = run_job(spark, settings)
@@ -255,13 +250,13 @@ def picture(homes, events, alerts, settings: Settings, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.baseline import band
+    from pipeline.core.rules.baseline import band
 
     real = {h.id for h in homes if h.real}
     target = next((e for e in events if e.target and e.household in real), None) or next(e for e in events if e.target)
     home = next(h for h in homes if h.id == target.household)
     day = target.start_min // 1440
-    rule = settings.baseline_rule
+    rule = settings.baseline
     minutes = np.flatnonzero(np.isfinite(home.kwh))
     panes = (data.START + minutes * 60) // rule.slide_s
     units = np.rint(np.round(home.kwh[minutes], 6) * 1e9).astype(np.int64)
@@ -274,7 +269,7 @@ def picture(homes, events, alerts, settings: Settings, path: Path) -> None:
     ax.fill_between(hours, np.where(warm, learned["mean"], np.nan), np.where(warm, learned.threshold, np.nan),
                     color="orange", alpha=0.25, label="baseline band (usual use to threshold)")
     ax.plot(hours, sums, color="tab:blue", lw=1, label="kWh per 15-minute window")
-    ax.axhline(settings.rule.threshold_kwh, color="red", ls="--", lw=1, label="fixed threshold")
+    ax.axhline(settings.rule.threshold, color="red", ls="--", lw=1, label="fixed threshold")
     for e in (e for e in events if e.household == home.id and e.kind != "kettle" and e.start_min // 1440 <= day <= e.end_min // 1440):
         ax.axvspan(max(e.start_min - day * 1440, 0) / 60, min(e.end_min - day * 1440, 1440) / 60, color="grey", alpha=0.2)
         ax.text(max(e.start_min - day * 1440, 0) / 60, ax.get_ylim()[1] * 0.92, f" {e.kind} +{e.kw:g} kW", fontsize=8)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.importers import convert
-from pipeline.simulator import profile_kw
+from pipeline.ingest.importers import convert
+from pipeline.ingest.simulator import profile_kw
 
 START = int(datetime(2026, 6, 1, tzinfo=timezone.utc).timestamp())
 DAYS = 7
@@ -102,7 +102,7 @@ def real(folder: Path, weeks_per_file: int) -> list[Household]:
 
 def _per_minute(path: Path, fmt: str) -> dict[int, float]:
     """epoch minute (s) -> kWh in that minute, from the importer's readings of the file."""
-    from pipeline.clock import parse_utc
+    from pipeline.core.clock import parse_utc
 
     spread = 30 if fmt == "lcl" else 1
     out: dict[int, float] = {}

@@ -9,7 +9,6 @@ the original query's. Also the household sweep
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -19,17 +18,16 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from original import original_stream  # noqa: E402
-from report import peak_rss_mib  # noqa: E402
+from bench.original import original_stream
+from bench.report import peak_rss_mib
 
-from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.driver import (ROCKSDB_PROVIDER, STATE_STORE_PROVIDER_CONF, spark_session, start_query,  # noqa: E402
-                             trigger)
-from pipeline.kafka_io import ReadingProducer, ensure_topics, topic_end_offsets  # noqa: E402
-from pipeline.simulator import Simulator  # noqa: E402
+from pipeline.core.settings import Settings, load_settings, with_values
+from pipeline.job.driver import start_query
+from pipeline.job.query import trigger
+from pipeline.job.session import ROCKSDB_PROVIDER, STATE_STORE_PROVIDER_CONF, spark_session
+from pipeline.core.kafka import ReadingProducer, ensure_topics, topic_end_offsets
+from pipeline.ingest.simulator import Simulator
 
 START = 1_783_000_800
 # Turns of drains of the whole backlog, each query in its own session per mode (see drain):
@@ -41,8 +39,8 @@ DRAINED = (("ours", "ours", "on"), ("ours_baseline_off", "ours", "off"), ("origi
 
 
 def fill(settings: Settings, households: int, ticks: int, start: int = START) -> int:
-    ensure_topics(settings.bootstrap_servers, {settings.readings_topic: settings.readings_partitions})
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    ensure_topics(settings.kafka.bootstrap_servers, {settings.kafka.readings_topic: settings.kafka.readings_partitions})
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
     for household, line in Simulator(households, 15, 10.0, 1, start).lines(ticks):
         producer.send(household, line)
     assert producer.flush(120) == 0 and producer.stats.failed == 0
@@ -51,11 +49,11 @@ def fill(settings: Settings, households: int, ticks: int, start: int = START) ->
 
 def simulator_throughput(settings: Settings, readings: int) -> int:
     """The real producer path: `energy-monitor produce --no-pacing` (simulator, format, send)."""
-    from pipeline.producer import simulate
+    from pipeline.ingest.producer import simulate
 
-    run = dataclasses.replace(settings, readings_topic=f"sim_{uuid.uuid4().hex[:8]}")
-    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions})
-    producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
+    run = with_values(settings, readings_topic=f"sim_{uuid.uuid4().hex[:8]}")
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions})
+    producer = ReadingProducer(run.kafka.bootstrap_servers, run.kafka.readings_topic)
     started = time.perf_counter()
     summary = simulate(producer, Simulator(1000, 15, 10.0, 1, START), 0, count=readings)
     elapsed = time.perf_counter() - started
@@ -68,15 +66,15 @@ HDFS_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateS
 
 
 def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _counts: None):
-    checkpoint = Path(settings.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
+    checkpoint = Path(settings.job.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
     spark.conf.set(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER if which == "ours" else HDFS_PROVIDER)
     if which == "ours":
-        return start_query(spark, settings, once, on_batch=on_batch, checkpoint=checkpoint)
+        return start_query(spark, settings.job, once, on_batch=on_batch, checkpoint=checkpoint)
     writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")
-              .option("kafka.bootstrap.servers", settings.bootstrap_servers)
-              .option("topic", settings.alerts_topic)
+              .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
+              .option("topic", settings.kafka.alerts_topic)
               .option("checkpointLocation", str(checkpoint)))
-    return trigger(writer, settings, once).start()
+    return trigger(writer, settings.job, once).start()
 
 
 def release_state(spark) -> None:
@@ -89,8 +87,8 @@ def release_state(spark) -> None:
 
 def drain_once(spark, settings: Settings, which: str, readings: int) -> dict:
     """One query drains the backlog from a fresh checkpoint, in one batch."""
-    run = dataclasses.replace(settings, alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
-    ensure_topics(run.bootstrap_servers, {run.alerts_topic: 1, run.dlq_topic: 1})
+    run = with_values(settings, alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.alerts_topic: 1, run.kafka.dlq_topic: 1})
     started = time.perf_counter()
     query = start(spark, run, which, once=True)
     query.awaitTermination()
@@ -98,7 +96,7 @@ def drain_once(spark, settings: Settings, which: str, readings: int) -> dict:
     state = (query.lastProgress or {}).get("stateOperators") or [{}]
     release_state(spark)
     return {"readings_per_s": round(readings / elapsed), "seconds": round(elapsed, 1),
-            "alerts": sum(topic_end_offsets(run.bootstrap_servers, run.alerts_topic).values()),
+            "alerts": sum(topic_end_offsets(run.kafka.bootstrap_servers, run.kafka.alerts_topic).values()),
             "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
 
 
@@ -113,7 +111,7 @@ def drain(settings: Settings, readings: int, drains: tuple[int, int] = DRAINS) -
     out: dict = {}
     memory: dict = {}
     for mode in ("demo", "prod"):
-        sessions = {name: DrainSession(dataclasses.replace(settings, baseline=baseline, run_mode=mode), which, readings)
+        sessions = {name: DrainSession(with_values(settings, baseline=baseline, run_mode=mode), which, readings)
                     for name, which, baseline in DRAINED}
         runs: dict = {name: [] for name in sessions}
         try:
@@ -147,7 +145,7 @@ class DrainSession:
 
     def __init__(self, settings: Settings, which: str, readings: int):
         env = {**os.environ, **settings.to_env()}
-        self.process = subprocess.Popen([sys.executable, __file__, "--drain-session", which, "--readings", str(readings)],
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.drains", "--drain-session", which, "--readings", str(readings)],
                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def _ask(self, command: str) -> dict:
@@ -183,7 +181,7 @@ def drain_session(which: str, readings: int) -> None:
     """The child side of DrainSession: a drain for each `drain` line on stdin, its result a line
     on stdout; at `stop` or the end of stdin, the peak RSS of its processes, measured then."""
     settings = load_settings(os.environ)
-    spark = spark_session(settings, app_name=f"energy-monitor-bench-{which}-{settings.run_mode}")
+    spark = spark_session(settings.job, app_name=f"energy-monitor-bench-{which}-{settings.rule.run_mode}")
     spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
     for command in sys.stdin:
         if command.strip() != "drain":
@@ -198,7 +196,7 @@ def household_sweep(spark, settings: Settings, sizes: list[int], ticks: int) -> 
     readings/s and the state it holds afterwards."""
     out = {}
     for households in sizes:
-        run = dataclasses.replace(settings, run_mode="prod", readings_topic=f"sweep_{uuid.uuid4().hex[:8]}")
+        run = with_values(settings, run_mode="prod", readings_topic=f"sweep_{uuid.uuid4().hex[:8]}")
         readings = fill(run, households, ticks)
         result = drain_once(spark, run, "ours", readings)
         out[str(households)] = {"readings": readings, **result}

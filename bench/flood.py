@@ -23,11 +23,10 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import broker  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
+from pipeline.core.kafka import ReadingProducer, ensure_topics, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = ROOT.parent / "shared" / "conformance"
@@ -75,7 +74,7 @@ def run_cli(env: dict, *args: str) -> dict:
 
 
 def flood(settings: Settings, households: int) -> None:
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
     for i in range(households):
         household = f"H9{i:010d}"
         producer.send(household, f"{FLOOD_STAMP},{household},0.001")
@@ -86,7 +85,7 @@ def case_matches(settings: Settings) -> dict:
     """The case's alerts against its expected ones: (household, window start, end) per kind."""
     expected = json.loads((CASE / "baseline_prod_expected.json").read_text())
     got: dict[str, set] = {"threshold": set(), "baseline": set()}
-    for message in read_topic(settings.bootstrap_servers, settings.alerts_topic, stop_at_end=True, idle_timeout_s=10):
+    for message in read_topic(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic, stop_at_end=True, idle_timeout_s=10):
         alert = json.loads(message.value())
         got[alert["kind"]].add((alert["household_id"], alert["window_start"], alert["window_end"]))
     want = {"threshold": {tuple(a[:3]) for a in expected["threshold_alerts"]},
@@ -97,7 +96,7 @@ def case_matches(settings: Settings) -> dict:
 
 def refused(settings: Settings) -> int:
     return sum(json.loads(m.value()).get("reason") == "household_limit"
-               for m in read_topic(settings.bootstrap_servers, settings.dlq_topic, stop_at_end=True, idle_timeout_s=10))
+               for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.dlq_topic, stop_at_end=True, idle_timeout_s=10))
 
 
 def main() -> None:
@@ -110,13 +109,13 @@ def main() -> None:
         process, bootstrap = broker.start(Path(folder) / "kafka", broker.free_port(), broker.free_port())
         try:
             suffix = uuid.uuid4().hex[:8]
-            settings = Settings(bootstrap_servers=bootstrap, run_mode="prod", readings_topic=f"readings_{suffix}",
+            settings = with_values(None, bootstrap_servers=bootstrap, run_mode="prod", readings_topic=f"readings_{suffix}",
                                 alerts_topic=f"alerts_{suffix}", dlq_topic=f"dlq_{suffix}",
                                 checkpoint_root=str(Path(folder) / "checkpoints"), var_dir=str(Path(folder) / "var"),
                                 history_root=str(Path(folder) / "history"), stream_metrics_port=0,
                                 spark_ui_port=broker.free_port())
             env = {**os.environ, **settings.to_env(), **dict(e.split("=", 1) for e in args.env)}
-            ensure_topics(bootstrap, settings.topics)
+            ensure_topics(bootstrap, settings.kafka.topics)
             started = time.monotonic()
             flood(settings, args.households)
             print(f"flood: {args.households:,} new households in {time.monotonic() - started:.0f} s", flush=True)

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -21,14 +20,14 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from drains import start
+from bench.drains import start
 from prometheus_client import CollectorRegistry
 
-from pipeline.clock import parse_utc
-from pipeline.config import Settings
-from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic
-from pipeline.metrics import StreamMetrics
-from pipeline.simulator import Simulator
+from pipeline.core.clock import parse_utc
+from pipeline.core.settings import Settings, with_values
+from pipeline.core.kafka import ReadingProducer, ensure_topics, read_topic
+from pipeline.core.metrics import StreamMetrics
+from pipeline.ingest.simulator import Simulator
 
 LIVE_RUNS = 3  # consecutive live demo runs of ours (see latency)
 
@@ -48,12 +47,12 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     all of them, and those that started `warm_up_s` after the live load did (`steady`). The
     first live batches after the backlog's took 1.1-1.6 s where later ones took 0.7-0.9 s, and
     they kept getting faster for about 20 batches, as the drains do on a cold JVM."""
-    run = dataclasses.replace(settings, run_mode="prod", readings_topic=f"liveprod_{uuid.uuid4().hex[:8]}",
+    run = with_values(settings, run_mode="prod", readings_topic=f"liveprod_{uuid.uuid4().hex[:8]}",
                               alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}", trigger_interval="1 second")
-    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions, run.alerts_topic: 1,
-                                          run.dlq_topic: 1})
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions, run.kafka.alerts_topic: 1,
+                                          run.kafka.dlq_topic: 1})
     now = int(time.time()) // 15 * 15
-    producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
+    producer = ReadingProducer(run.kafka.bootstrap_servers, run.kafka.readings_topic)
     for household, line in Simulator(households, 15, 10.0, 5, now - backlog_ticks * 15).lines(backlog_ticks):
         producer.send(household, line)
     producer.flush(300)
@@ -77,14 +76,15 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     state = (progress[-1].get("stateOperators") or [{}]) if progress else [{}]
     query.stop()
     steady = [p for p in progress if _progress_ms(p) >= steady_from_ms]
-    out = {"households": households, "baseline": settings.baseline, "readings_per_s": round(households / 15),
+    baseline = "on" if settings.baseline else "off"
+    out = {"households": households, "baseline": baseline, "readings_per_s": round(households / 15),
            "trigger_ms": 1000,
            "backlog_readings": households * backlog_ticks, "backlog_batch_ms": backlog_batch_ms,
            **_percentiles([p["durationMs"]["triggerExecution"] for p in progress]),
            "steady": {"after_s": warm_up_s, **_percentiles([p["durationMs"]["triggerExecution"] for p in steady])},
            "readings_per_batch_p50": sorted(p["numInputRows"] for p in progress)[len(progress) // 2] if progress else None,
            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
-    print(f"  live prod {households:,} households, BASELINE={settings.baseline}: {out['batches']} batches, duration p50 {out['batch_ms_p50']} ms, "
+    print(f"  live prod {households:,} households, BASELINE={baseline}: {out['batches']} batches, duration p50 {out['batch_ms_p50']} ms, "
           f"p95 {out['batch_ms_p95']} ms, max {out['batch_ms_max']} ms (trigger 1000 ms); after the first "
           f"{warm_up_s:.0f} s: {out['steady']['batches']} batches, p50 {out['steady']['batch_ms_p50']} ms, "
           f"p95 {out['steady']['batch_ms_p95']} ms, max {out['steady']['batch_ms_max']} ms; state "
@@ -107,7 +107,7 @@ def window_starts(stamp: str, window_s: int, slide_s: int) -> range:
 def crossing_times(settings: Settings, threshold: float, window_s: int, slide_s: int) -> dict:
     """(household, window_start) -> Kafka timestamp (s) of the reading that pushed it over."""
     per_household = defaultdict(list)
-    for msg in read_topic(settings.bootstrap_servers, settings.readings_topic, stop_at_end=True, idle_timeout_s=10):
+    for msg in read_topic(settings.kafka.bootstrap_servers, settings.kafka.readings_topic, stop_at_end=True, idle_timeout_s=10):
         stamp, household, kwh = msg.value().decode().split(",")
         per_household[household].append((msg.timestamp()[1] / 1000, stamp, Decimal(kwh)))
     crossed = {}
@@ -143,7 +143,7 @@ def histogram_p99(metrics: StreamMetrics) -> float | None:
 def histogram_check(metrics: StreamMetrics, measured: float | None) -> dict:
     """The job's own histogram p99 next to the p99 measured from Kafka timestamps, and whether
     they fall in the same or neighbouring buckets."""
-    from pipeline.metrics import ALERT_LATENCY_BUCKETS
+    from pipeline.core.metrics import ALERT_LATENCY_BUCKETS
 
     from_histogram = histogram_p99(metrics)
     if from_histogram is None or measured is None:
@@ -165,22 +165,22 @@ def start_archiver(settings: Settings, folder: Path) -> subprocess.Popen:
 def live_run(spark, settings: Settings, which: str, households: int, seconds: float,
              folder: Path) -> tuple[list[float], StreamMetrics]:
     """One live run of `which` (ours, ours+history, original): its sorted reading->alert delays."""
-    run = dataclasses.replace(settings, run_mode="demo", readings_topic=f"live_{uuid.uuid4().hex[:8]}",
+    run = with_values(settings, run_mode="demo", readings_topic=f"live_{uuid.uuid4().hex[:8]}",
                               alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
-    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions,
-                                          run.alerts_topic: 1, run.dlq_topic: 1})
-    metrics = StreamMetrics(CollectorRegistry(), "demo", run.trigger_s)
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions,
+                                          run.kafka.alerts_topic: 1, run.kafka.dlq_topic: 1})
+    metrics = StreamMetrics(CollectorRegistry(), "demo", run.job.trigger_interval, run.job.alert_latency_slo_seconds)
     query = start(spark, run, which.removesuffix("+history"), once=False, on_batch=metrics.observe_batch)
     archiver = start_archiver(run, folder) if which.endswith("+history") else None
     time.sleep(5)
-    producer = ReadingProducer(run.bootstrap_servers, run.readings_topic)
+    producer = ReadingProducer(run.kafka.bootstrap_servers, run.kafka.readings_topic)
     sim = Simulator(households, 15, 10.0, 3, int(time.time()))
     stop = time.monotonic() + seconds
     next_tick = time.monotonic()
     while time.monotonic() < stop:
         for household, line in sim.tick_lines()[1]:
             producer.send(household, line)
-        next_tick += 15 / settings.speedup
+        next_tick += 15 / settings.simulator.speedup
         time.sleep(max(0.0, next_tick - time.monotonic()))
     producer.flush(60)
     time.sleep(10)  # let the last batches finish
@@ -189,9 +189,9 @@ def live_run(spark, settings: Settings, which: str, households: int, seconds: fl
         archiver.terminate()
         archiver.wait(60)
     rule = run.rule
-    crossed = crossing_times(run, rule.threshold_kwh, rule.window_s, rule.slide_s)
+    crossed = crossing_times(run, rule.threshold, rule.window_s, rule.slide_s)
     delays = []
-    for msg in read_topic(run.bootstrap_servers, run.alerts_topic, stop_at_end=True, idle_timeout_s=5):
+    for msg in read_topic(run.kafka.bootstrap_servers, run.kafka.alerts_topic, stop_at_end=True, idle_timeout_s=5):
         alert = json.loads(msg.value())
         key = (alert["household_id"], parse_utc(alert["window_start"]))
         if key in crossed:
@@ -213,7 +213,7 @@ def latency(spark, settings: Settings, households: int, seconds: float, folder: 
         if which == "ours" and "ours" not in out:
             out["histogram_p99"] = histogram_check(metrics, pick(0.99))
         result = {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "alerts": len(delays),
-                  "readings_per_s": round(households * settings.speedup / 15)}
+                  "readings_per_s": round(households * settings.simulator.speedup / 15)}
         if which == "ours":
             out["ours_runs"].append(result)
         out.setdefault(which, result)
@@ -230,8 +230,8 @@ def main() -> None:
     import logging
     import tempfile
 
-    from pipeline import broker
-    from pipeline.driver import spark_session
+    from pipeline.ops import broker
+    from pipeline.job.session import spark_session
 
     parser = argparse.ArgumentParser(description="live prod batch durations, BASELINE=on and off, in one session")
     parser.add_argument("--households", type=int, default=100_000)
@@ -243,13 +243,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
-            settings = Settings(bootstrap_servers=bootstrap, dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
+            settings = with_values(None, bootstrap_servers=bootstrap, dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
                                 checkpoint_root=str(Path(folder) / "chk"), history_root=str(Path(folder) / "history"),
                                 stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
-            spark = spark_session(settings, app_name="energy-monitor-bench-live-prod")
+            spark = spark_session(settings.job, app_name="energy-monitor-bench-live-prod")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
             for baseline in ("on", "on", "off"):
-                live_prod_batches(spark, dataclasses.replace(settings, baseline=baseline), args.households,
+                live_prod_batches(spark, with_values(settings, baseline=baseline), args.households,
                                   args.backlog_ticks, args.seconds, args.warm_up)
             spark.stop()
         finally:

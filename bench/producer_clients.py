@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import broker  # noqa: E402
-from pipeline.kafka_io import ensure_topics  # noqa: E402
-from pipeline.simulator import Simulator  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.kafka import ensure_topics
+from pipeline.ingest.simulator import Simulator
 
 
 def readings(n: int) -> list[tuple[bytes, bytes]]:

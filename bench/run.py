@@ -9,33 +9,29 @@ Starts its own Kafka broker (temporary folder), then measures:
      each query and mode in a Spark session (driver JVM) of its own; then the household sweep;
   3. live prod batch durations and demo alert latency (live.py), ours also with the archiver;
   4. peak RSS of the driver JVM and of the Python processes, of this session and of each drain session.
-Prints a table, writes bench/latest.json and bench/latest.png (report.py). No thresholds are asserted.
+Prints a table, writes bench/results/latest.json and latest.png (report.py). No thresholds are asserted.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import producer_clients  # noqa: E402
-from drains import DRAINS, QUICK_DRAINS, drain, drain_once, fill, household_sweep, simulator_throughput  # noqa: E402
-from live import LIVE_RUNS, latency, live_prod_batches  # noqa: E402
-from report import chart, machine, peak_rss_mib, print_drains, print_table  # noqa: E402
+from bench import producer_clients
+from bench.drains import DRAINS, QUICK_DRAINS, drain, drain_once, fill, household_sweep, simulator_throughput
+from bench.live import LIVE_RUNS, latency, live_prod_batches
+from bench.report import chart, machine, peak_rss_mib, print_drains, print_table
 
-from pipeline import broker  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.driver import spark_session  # noqa: E402
-from pipeline.kafka_io import ensure_topics  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
+from pipeline.job.session import spark_session
+from pipeline.core.kafka import ensure_topics
 
-OUT = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parent / "results"
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,9 +71,9 @@ def producer_throughput(settings: Settings, quick: bool) -> dict:
     print(f"  {'simulator+confluent':<16} {clients['simulator+confluent-kafka']:>10,} readings/s", flush=True)
     for name, run in (("confluent-kafka", producer_clients.confluent), ("kafka-python", producer_clients.kafka_python)):
         topic = f"bench_{uuid.uuid4().hex[:8]}"
-        ensure_topics(settings.bootstrap_servers, {topic: 4})
-        producer_clients.confluent(settings.bootstrap_servers, topic, data[:10])
-        elapsed, _ = run(settings.bootstrap_servers, topic, data)
+        ensure_topics(settings.kafka.bootstrap_servers, {topic: 4})
+        producer_clients.confluent(settings.kafka.bootstrap_servers, topic, data[:10])
+        elapsed, _ = run(settings.kafka.bootstrap_servers, topic, data)
         clients[name] = round(len(data) / elapsed)
         print(f"  {name:<16} {clients[name]:>10,} readings/s", flush=True)
     return clients
@@ -86,12 +82,12 @@ def producer_throughput(settings: Settings, quick: bool) -> dict:
 def in_one_session(settings: Settings, args: argparse.Namespace, readings: int, folder: Path) -> dict:
     """The sweep and the live runs, in this process's Spark session, warmed by a drain of each
     query in each mode first."""
-    spark = spark_session(settings, app_name="energy-monitor-bench")
+    spark = spark_session(settings.job, app_name="energy-monitor-bench")
     spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
     print("warming this session's JVM for what follows: a drain by each query in each mode", flush=True)
     for mode in ("demo", "prod"):
         for which in ("ours", "original"):
-            drain_once(spark, dataclasses.replace(settings, run_mode=mode), which, readings)
+            drain_once(spark, with_values(settings, run_mode=mode), which, readings)
     print(f"household sweep (prod, {args.sweep_ticks} readings per household)", flush=True)
     sweep = household_sweep(spark, settings, args.sweep_households, args.sweep_ticks)
     # A JVM's first live load at a 1 s trigger runs the per-batch code more often than the drains
@@ -100,12 +96,12 @@ def in_one_session(settings: Settings, args: argparse.Namespace, readings: int, 
     print(f"live prod: {args.live_prod_households:,} households in real time, three times: this JVM's "
           "first live load, then the measured run, then the same with BASELINE=off", flush=True)
     first, live_prod, live_prod_off = (
-        live_prod_batches(spark, dataclasses.replace(settings, baseline=baseline), args.live_prod_households,
+        live_prod_batches(spark, with_values(settings, baseline=baseline), args.live_prod_households,
                           args.live_prod_backlog_ticks, args.live_prod_seconds, args.live_prod_warm_up)
         for baseline in ("on", "on", "off"))
     print(f"live load: {args.live_households * args.speedup / 15:,.0f} readings/s for {args.latency_seconds:.0f} s",
           flush=True)
-    lat = latency(spark, dataclasses.replace(settings, trigger_interval="1 second"), args.live_households,
+    lat = latency(spark, with_values(settings, trigger_interval="1 second"), args.live_households,
                   args.latency_seconds, folder, 1 if args.quick else LIVE_RUNS)
     # Read at the end, when exited Python workers no longer count; a drain session's are read
     # right after its last drain.
@@ -152,7 +148,7 @@ def main() -> None:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
             # The drain reads the whole backlog in one batch, as the original query does.
-            settings = Settings(bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
+            settings = with_values(None, bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
                                 dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
                                 history_root=str(Path(folder) / "history"),  # nothing to seed the baselines from
                                 speedup=args.speedup, stream_metrics_port=0, starting_offsets="earliest",

@@ -10,29 +10,27 @@ backlog, and for each mode runs our job on it:
 For each it prints the query progress `durationMs` and, per Spark stage of the batch's jobs,
 task time, CPU time and rows/bytes, and the SQL metrics of each plan node that measures time
 (shuffle write, the state operator's update and commit, Python data sizes). Writes the result
-as JSON (default bench/stages.json). Nothing is asserted.
+as JSON (default bench/results/stages.json). Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import broker  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.driver import spark_session, start_query  # noqa: E402
-from pipeline.kafka_io import ensure_topics  # noqa: E402
-from drains import START, fill  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
+from pipeline.job.driver import start_query
+from pipeline.job.session import spark_session
+from pipeline.core.kafka import ensure_topics
+from bench.drains import START, fill
 
 # SQL metrics worth a line in the profile: time spent, and what crossed into Python.
 NODE_METRICS = ("time", "data sent to Python", "data returned from Python", "number of output rows",
@@ -108,16 +106,16 @@ def batch_profile(ui: SparkUI, progress: dict, job_before: int, execution_before
 
 def profile_mode(spark, ui: SparkUI, settings: Settings, households: int, ticks: int, live_batches: int) -> dict:
     """One drain batch of the backlog, then `live_batches` batches of one tick each."""
-    run = dataclasses.replace(settings, readings_topic=f"r_{uuid.uuid4().hex[:8]}",
+    run = with_values(settings, readings_topic=f"r_{uuid.uuid4().hex[:8]}",
                               alerts_topic=f"a_{uuid.uuid4().hex[:8]}", dlq_topic=f"d_{uuid.uuid4().hex[:8]}")
-    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions, run.alerts_topic: 1,
-                                          run.dlq_topic: 1})
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions, run.kafka.alerts_topic: 1,
+                                          run.kafka.dlq_topic: 1})
     readings = fill(run, households, ticks, START)
-    checkpoint = Path(run.checkpoint_root) / f"profile-{uuid.uuid4().hex[:6]}"
+    checkpoint = Path(run.job.checkpoint_root) / f"profile-{uuid.uuid4().hex[:6]}"
     out = {"readings": readings}
     job, execution = ui.last_job_id(), ui.last_execution_id()
     started = time.perf_counter()
-    query = start_query(spark, run, once=True, checkpoint=checkpoint)
+    query = start_query(spark, run.job, once=True, checkpoint=checkpoint)
     query.awaitTermination()
     out["drain_seconds"] = round(time.perf_counter() - started, 2)
     out["drain"] = batch_profile(ui, query.lastProgress, job, execution)
@@ -125,7 +123,7 @@ def profile_mode(spark, ui: SparkUI, settings: Settings, households: int, ticks:
     for tick in range(live_batches):
         fill(run, households, 1, START + (ticks + tick) * 15)
         job, execution = ui.last_job_id(), ui.last_execution_id()
-        query = start_query(spark, run, once=True, checkpoint=checkpoint)
+        query = start_query(spark, run.job, once=True, checkpoint=checkpoint)
         query.awaitTermination()
         live.append(batch_profile(ui, query.lastProgress, job, execution))
     out["live"] = live
@@ -161,7 +159,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=100)
     parser.add_argument("--live-batches", type=int, default=5)
     parser.add_argument("--modes", default="demo,prod")
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "stages.json")
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "stages.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("librdkafka").setLevel(logging.ERROR)
@@ -169,17 +167,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
-            base = Settings(bootstrap_servers=bootstrap, checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
+            base = with_values(None, bootstrap_servers=bootstrap, checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
                             history_root=str(Path(folder) / "history"),
                             starting_offsets="earliest", max_offsets_per_trigger=100_000_000,
                             spark_ui_port=broker.free_port())
-            spark = spark_session(base, app_name="energy-monitor-profile")
-            ui = SparkUI(base.spark_ui_port)
+            spark = spark_session(base.job, app_name="energy-monitor-profile")
+            ui = SparkUI(base.job.spark_ui_port)
             for mode in args.modes.split(","):  # warm the JVM: a first query pays its JIT compiling
-                profile_mode(spark, ui, dataclasses.replace(base, run_mode=mode), args.households,
+                profile_mode(spark, ui, with_values(base, run_mode=mode), args.households,
                              max(1, args.ticks // 10), 0)
             for mode in args.modes.split(","):
-                result[mode] = profile_mode(spark, ui, dataclasses.replace(base, run_mode=mode),
+                result[mode] = profile_mode(spark, ui, with_values(base, run_mode=mode),
                                             args.households, args.ticks, args.live_batches)
                 print_batch(f"{mode} drain ({result[mode]['drain_seconds']} s)", result[mode]["drain"])
                 print_batch(f"{mode} live batch (last of {args.live_batches})", result[mode]["live"][-1])

@@ -15,32 +15,29 @@ query has not processed) every 10 s. A run holds the rate when the backlog at th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import broker  # noqa: E402
-from pipeline.config import Settings  # noqa: E402
-from pipeline.driver import spark_session  # noqa: E402
-from pipeline.kafka_io import ReadingProducer, ensure_topics, topic_end_offsets  # noqa: E402
-from pipeline.simulator import Simulator  # noqa: E402
-from drains import start  # noqa: E402
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
+from pipeline.job.session import spark_session
+from pipeline.core.kafka import ReadingProducer, ensure_topics, topic_end_offsets
+from pipeline.ingest.simulator import Simulator
+from bench.drains import start
 
 SAMPLE_S = 10
 
 
 def publish_at_rate(settings: Settings, households: int, rate: int, seconds: float, stop: threading.Event) -> None:
     """The simulator at `rate` readings/s: a tick of every household each households/rate s."""
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
     sim = Simulator(households, 15, 10.0, 7, int(time.time()))
     interval = households / rate
     next_tick, deadline = time.monotonic(), time.monotonic() + seconds
@@ -63,10 +60,10 @@ def processed(query) -> int:
 
 
 def run_at_rate(spark, settings: Settings, which: str, households: int, rate: int, seconds: float) -> dict:
-    run = dataclasses.replace(settings, readings_topic=f"sus_{uuid.uuid4().hex[:8]}",
+    run = with_values(settings, readings_topic=f"sus_{uuid.uuid4().hex[:8]}",
                               alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
-    ensure_topics(run.bootstrap_servers, {run.readings_topic: run.readings_partitions, run.alerts_topic: 1,
-                                          run.dlq_topic: 1})
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions, run.kafka.alerts_topic: 1,
+                                          run.kafka.dlq_topic: 1})
     query = start(spark, run, which, once=False)
     stop = threading.Event()
     producer = threading.Thread(target=publish_at_rate, args=(run, households, rate, seconds, stop), daemon=True)
@@ -78,7 +75,7 @@ def run_at_rate(spark, settings: Settings, which: str, households: int, rate: in
             time.sleep(SAMPLE_S)
             if not producer.is_alive():  # a backlog sampled after the input stopped says nothing
                 break
-            written = sum(topic_end_offsets(run.bootstrap_servers, run.readings_topic).values())
+            written = sum(topic_end_offsets(run.kafka.bootstrap_servers, run.kafka.readings_topic).values())
             samples.append(max(0, written - processed(query)))
             print(f"    {which} {rate:,}/s at {time.monotonic() - started:5.0f} s: backlog {samples[-1]:,}", flush=True)
     finally:
@@ -101,7 +98,7 @@ def main() -> None:
     parser.add_argument("--households", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--quick", action="store_true", help="small rates and short runs, for CI")
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent,
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results",
                         help="folder whose latest.json gets the result")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -114,11 +111,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
-            settings = Settings(bootstrap_servers=bootstrap, run_mode="prod", dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
+            settings = with_values(None, bootstrap_servers=bootstrap, run_mode="prod", dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
                                 checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
                                 history_root=str(Path(folder) / "history"),
                                 starting_offsets="earliest", trigger_interval="1 second")
-            spark = spark_session(settings, app_name="energy-monitor-sustained")
+            spark = spark_session(settings.job, app_name="energy-monitor-sustained")
             for which, tried in rates.items():
                 detail[which] = []
                 for rate in tried:

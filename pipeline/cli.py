@@ -13,12 +13,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from . import stack
-from .config import ConfigError, Settings, load_settings
-from .importers import FORMATS
-from .kafka_io import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
-from .metrics import ProducerMetrics, serve
-from .processes import stop_flag_on_signals
+from pipeline.ops import stack
+from pipeline.core.settings import ConfigError, KafkaSettings, Settings, SimulatorSettings, load_settings
+from pipeline.ingest.importers import FORMATS
+from pipeline.core.kafka import BrokerUnavailable, ReadingProducer, ensure_topics, read_topic
+from pipeline.core.metrics import ProducerMetrics, serve
+from pipeline.core.signals import stop_flag_on_signals
 
 log = logging.getLogger("energy_monitor")
 
@@ -37,14 +37,14 @@ def _components(settings: Settings, names: list[str]) -> list[str]:
 
 def cmd_up(settings: Settings, args) -> int:
     names = _components(settings, args.components)
-    if "alertmanager" in names and not settings.alert_webhook_url:
+    if "alertmanager" in names and not settings.stack.alert_webhook_url:
         print("WARNING: ALERT_WEBHOOK_URL is not set: Alertmanager has no receiver, alerts reach nobody",
               file=sys.stderr, flush=True)
     for name in names:
         print(f"{name:<12} starting, waiting until it is ready", flush=True)
         outcome = stack.start(settings, name)
         print(f"{name:<12} {outcome:<16} {stack.components(settings)[name].address(settings)}", flush=True)
-    print(f"logs in {Path(settings.var_dir) / 'log'}")
+    print(f"logs in {Path(settings.stack.var_dir) / 'log'}")
     return 0
 
 
@@ -61,35 +61,39 @@ def cmd_status(settings: Settings, _args) -> int:
     return 0
 
 
-def _producer(settings: Settings, metrics_port: int = 0) -> ReadingProducer:
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+def _ensure_topics(kafka: KafkaSettings) -> None:
+    ensure_topics(kafka.bootstrap_servers, kafka.topics, **kafka.topic_replication)
+
+
+def _producer(simulator: SimulatorSettings, metrics_port: int = 0) -> ReadingProducer:
+    _ensure_topics(simulator.kafka)
     on_delivery = None
     if metrics_port:
         registry = CollectorRegistry()
         on_delivery = ProducerMetrics(registry).delivered
-        serve(registry, settings.metrics_host, metrics_port)
-    return ReadingProducer(settings.bootstrap_servers, settings.readings_topic, on_delivery)
+        serve(registry, simulator.metrics.metrics_host, metrics_port)
+    return ReadingProducer(simulator.kafka.bootstrap_servers, simulator.kafka.readings_topic, on_delivery)
 
 
 def cmd_produce(settings: Settings, args) -> int:
-    from .producer import resume_point, simulate
-    from .simulator import Simulator
+    from pipeline.ingest.producer import resume_point, simulate
+    from pipeline.ingest.simulator import Simulator
 
-    producer = _producer(settings, settings.producer_metrics_port)
+    sim = settings.simulator
+    producer = _producer(sim, sim.producer_metrics_port)
+    lead_s = sim.readings.simulator_lead_s
     start = args.start
     if start is None:
-        start = resume_point(settings.bootstrap_servers, settings.readings_topic, settings.tick_seconds,
-                             int(time.time()), settings.simulator_lead_s)
-    simulator = Simulator(settings.households, settings.tick_seconds, settings.jitter_pct,
-                          settings.sim_seed, start)
+        start = resume_point(sim.kafka.bootstrap_servers, sim.kafka.readings_topic, sim.tick_seconds,
+                             int(time.time()), lead_s)
+    simulator = Simulator(sim.households, sim.tick_seconds, sim.jitter_pct, sim.sim_seed, start)
     log.info("simulating %d households, tick %ds, speedup %g (at most %ds ahead of the clock), seed %d -> %s",
-             settings.households, settings.tick_seconds, settings.speedup, settings.simulator_lead_s,
-             settings.sim_seed, settings.readings_topic)
+             sim.households, sim.tick_seconds, sim.speedup, lead_s, sim.sim_seed, sim.kafka.readings_topic)
     # SIGTERM (`docker compose stop`, `down`) and Ctrl-C only set a flag here: raised inside a
     # delivery callback, the interrupt would lose that record from the summary's counts.
     with stop_flag_on_signals() as stop:
-        result = simulate(producer, simulator, 0 if args.no_pacing else settings.speedup, args.count,
-                          args.duration, max_lead_s=settings.simulator_lead_s, stop=stop)
+        result = simulate(producer, simulator, 0 if args.no_pacing else sim.speedup, args.count,
+                          args.duration, max_lead_s=lead_s, stop=stop)
     print(f"sent {result.sent}, acknowledged {result.acknowledged}, failed {result.failed}, "
           f"unacknowledged {result.unflushed}")
     if result.failed or result.unflushed:
@@ -98,7 +102,7 @@ def cmd_produce(settings: Settings, args) -> int:
 
 
 def cmd_replay(settings: Settings, args) -> int:
-    from .producer import replay
+    from pipeline.ingest.producer import replay
 
     path = Path(args.file)
     if not path.is_file():
@@ -107,7 +111,7 @@ def cmd_replay(settings: Settings, args) -> int:
     def report(line_no: int, why: str) -> None:
         print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
 
-    result = replay(_producer(settings), path, args.format, args.household, report)
+    result = replay(_producer(settings.simulator), path, args.format, args.household, report)
     print(f"lines read {result.lines_read}, published {result.published}, "
           f"skipped {result.skipped}, refused {result.refused}, failed {result.failed}")
     if result.error:
@@ -116,18 +120,19 @@ def cmd_replay(settings: Settings, args) -> int:
 
 
 def cmd_stream(settings: Settings, args) -> int:
-    from .driver import run
+    from pipeline.job.driver import run
 
-    print(run(settings, once=args.once).summary())
+    print(run(settings.job, once=args.once).summary())
     return 0
 
 
 def cmd_exporter(settings: Settings, _args) -> int:
-    from .exporter import exporter_registry
+    from pipeline.ops.exporter import exporter_registry
 
     registry = exporter_registry(settings)
-    serve(registry, settings.metrics_host, settings.exporter_port)
-    print(f"exporter on http://{settings.metrics_host}:{settings.exporter_port}/metrics", flush=True)
+    host, port = settings.metrics.metrics_host, settings.stack.exporter_port
+    serve(registry, host, port)
+    print(f"exporter on http://{host}:{port}/metrics", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -138,13 +143,14 @@ def cmd_exporter(settings: Settings, _args) -> int:
 def cmd_view(settings: Settings, _args) -> int:
     import subprocess
 
-    from . import alert_view
+    from pipeline.view import app as alert_view
 
+    view = settings.view
     command = [sys.executable, "-m", "streamlit", "run", alert_view.__file__,
-               "--server.address", settings.view_host, "--server.port", str(settings.view_port),
+               "--server.address", view.view_host, "--server.port", str(view.view_port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal"]
-    print(f"alert view on http://{settings.view_host}:{settings.view_port}", flush=True)
+    print(f"alert view on http://{view.view_host}:{view.view_port}", flush=True)
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:
@@ -152,11 +158,11 @@ def cmd_view(settings: Settings, _args) -> int:
 
 
 def cmd_alerts(settings: Settings, args) -> int:
-    from .alerts import parse_alert
+    from pipeline.core.alert import parse_alert
 
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+    _ensure_topics(settings.kafka)
     unreadable = 0
-    for msg in read_topic(settings.bootstrap_servers, settings.alerts_topic,
+    for msg in read_topic(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic,
                           from_beginning=args.from_beginning, idle_timeout_s=args.timeout):
         parsed = parse_alert(msg.value())
         if parsed.alert is None:
@@ -171,28 +177,25 @@ def cmd_alerts(settings: Settings, args) -> int:
 
 
 def cmd_archive(settings: Settings, args) -> int:
-    from .archiver import ArchiveConfig, Archiver, lock_history
-    from .history import HistoryStore
-    from .metrics import HistoryMetrics
+    from pipeline.archiver.archive import Archiver, lock_history
+    from pipeline.core.history import HistoryStore
+    from pipeline.core.metrics import HistoryMetrics
 
-    store = HistoryStore(settings.history_root)
+    history = settings.history
+    store = HistoryStore(history.history_root)
     if args.maintain:
-        print(json.dumps(store.maintain(settings.history_retention_days)))
+        print(json.dumps(store.maintain(history.history_retention_days)))
         return 0
-    lock = lock_history(settings.history_root)  # held until this process ends
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+    lock = lock_history(history.history_root)  # held until this process ends
+    _ensure_topics(history.kafka)
     registry = CollectorRegistry()
-    if settings.history_metrics_port:
-        serve(registry, settings.metrics_host, settings.history_metrics_port)
-    config = ArchiveConfig(settings.bootstrap_servers, settings.readings_topic, settings.alerts_topic,
-                           settings.history_group, settings.rule.slide_s, settings.max_line_bytes,
-                           settings.max_reading_kwh, settings.future_skew_s, settings.history_flush_seconds,
-                           retention_days=settings.history_retention_days, accept_new_topic=args.accept_new_topic,
-                           repeat_horizon_s=settings.rule.watermark_s)
-    print(f"archiving {settings.readings_topic} and {settings.alerts_topic} into {settings.history_root}", flush=True)
+    if history.history_metrics_port:
+        serve(registry, history.metrics.metrics_host, history.history_metrics_port)
+    print(f"archiving {history.kafka.readings_topic} and {history.kafka.alerts_topic} into {history.history_root}",
+          flush=True)
     stop = threading.Event()
     try:
-        Archiver(config, store, HistoryMetrics(registry)).run(stop)
+        Archiver(history, store, HistoryMetrics(registry), args.accept_new_topic).run(stop)
     except KeyboardInterrupt:
         stop.set()
     return 0
@@ -201,16 +204,17 @@ def cmd_archive(settings: Settings, args) -> int:
 def cmd_history(settings: Settings, args) -> int:
     import csv
 
-    from .history import (ALERT_FIELDS, INCIDENT_FIELDS, AlertQuery, HistoryStore, alert_documents,
-                          incident_documents, incidents)
+    from pipeline.core.alert import NAMES
+    from pipeline.core.history import (INCIDENT_FIELDS, AlertQuery, HistoryStore, alert_documents, incident_documents,
+                                       incidents)
 
     since, until = _utc_option(args.since, "--since"), _utc_option(args.until, "--until")
-    store = HistoryStore(settings.history_root)
+    store = HistoryStore(settings.history.history_root)
     if args.incidents:
         found = incidents(store.alerts(AlertQuery(args.household, since, until)))
         documents, fields = incident_documents(found.tail(args.limit) if args.limit else found), INCIDENT_FIELDS
     else:
-        documents, fields = alert_documents(store.alerts(AlertQuery(args.household, since, until, args.limit))), ALERT_FIELDS
+        documents, fields = alert_documents(store.alerts(AlertQuery(args.household, since, until, args.limit))), list(NAMES)
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
@@ -224,7 +228,7 @@ def cmd_history(settings: Settings, args) -> int:
 def _utc_option(text: str | None, option: str):
     from datetime import datetime, timezone
 
-    from .clock import parse_utc
+    from pipeline.core.clock import parse_utc
 
     if text is None:
         return None
@@ -236,11 +240,10 @@ def _utc_option(text: str | None, option: str):
 
 
 def cmd_dashboards_publish(settings: Settings, args) -> int:
-    from .grafana_publish import PublishError, publish
+    from pipeline.ops.grafana_publish import PublishError, publish
 
     try:
-        published = publish(args.url, args.folder, settings.grafana_api_token, settings.grafana_admin_user,
-                            settings.grafana_admin_password)
+        published = publish(args.url, args.folder, settings.grafana)
     except PublishError as exc:
         raise CliError(str(exc)) from None
     for uid, version in published:
@@ -256,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("down", cmd_down, "stop what `up` started")):
         p = sub.add_parser(name, help=text)
         p.add_argument("components", nargs="*", metavar="COMPONENT",
-                       help=f"any of: {', '.join(stack.components(Settings()))} (default: all; "
+                       help=f"any of: {', '.join(stack.components(load_settings({})))} (default: all; "
                             "with KAFKA_BROKERS=N the broker is kafka-1 … kafka-N)")
         p.set_defaults(func=func)
     sub.add_parser("status", help="each component: running or not, address, log").set_defaults(func=cmd_status)
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"energy-monitor: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
+    logging.basicConfig(level=settings.stack.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # logs every gateway call at INFO
     try:

@@ -96,7 +96,7 @@ compose() { docker-compose -p "$PROJECT" "${FILES[@]}" --env-file "$(env_file)" 
 
 # Every published host port free (or the project's own), before anything is built or started.
 check_ports() {
-  compose config | PYTHONPATH=$ROOT "$PYTHON" -m pipeline.ports --project "$PROJECT" --var-dir "${VAR_DIR:-$ROOT/var}"
+  compose config | PYTHONPATH=$ROOT "$PYTHON" -m pipeline.ops.ports --project "$PROJECT" --var-dir "${VAR_DIR:-$ROOT/var}"
 }
 
 # A start that fails part-way leaves nothing running: the logs first, then down (volumes kept).

@@ -6,13 +6,12 @@ has its own broker and Spark) without fighting over a port. Shared helpers live 
 """
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
 
-from pipeline import broker
-from pipeline.config import Settings
+from pipeline.ops import broker
+from pipeline.core.settings import Settings, with_values
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +26,7 @@ def make_settings(kafka, tmp_path):
     """Settings on the test broker with fresh topics; keyword arguments override fields."""
     def make(**overrides) -> Settings:
         suffix = uuid.uuid4().hex[:8]
-        base = Settings(bootstrap_servers=kafka,
+        base = with_values(None, bootstrap_servers=kafka,
                         readings_topic=f"readings_{suffix}", alerts_topic=f"alerts_{suffix}",
                         dlq_topic=f"dlq_{suffix}", checkpoint_root=str(tmp_path / "checkpoints"),
                         var_dir=str(tmp_path / "var"), readings_partitions=2, shuffle_partitions=2,
@@ -35,14 +34,14 @@ def make_settings(kafka, tmp_path):
                         exporter_port=broker.free_port(), view_port=broker.free_port(),
                         spark_ui_port=broker.free_port(), history_root=str(tmp_path / "history"),
                         history_metrics_port=0)
-        return dataclasses.replace(base, **overrides)
+        return with_values(base, **overrides)
     return make
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipeline.driver import spark_session
+    from pipeline.job.session import spark_session
 
-    session = spark_session(Settings(shuffle_partitions=2, spark_ui_port=broker.free_port()), app_name="energy-monitor-tests")
+    session = spark_session(with_values(None, shuffle_partitions=2, spark_ui_port=broker.free_port()).job, app_name="energy-monitor-tests")
     yield session
     session.stop()

@@ -1,7 +1,6 @@
 """What the tests share besides fixtures: paths, waiting, publishing, reading, the CLI."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -11,10 +10,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from pipeline.broker import free_port
-from pipeline.config import Settings
-from pipeline.kafka_io import ReadingProducer, ensure_topics, read_topic
-from pipeline.stack import components
+from pipeline.ops.broker import free_port
+from pipeline.core.settings import Settings, with_values
+from pipeline.core.kafka import ReadingProducer, ensure_topics, read_topic
+from pipeline.ops.stack import components
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -44,7 +43,7 @@ def isolated_stack(tmp_path, **overrides) -> Settings:
         stream_metrics_port=free_port(), exporter_port=free_port(), prometheus_port=free_port(),
         alertmanager_port=free_port(), view_port=free_port(), spark_ui_port=free_port(),
         history_root=str(var / "history"), history_metrics_port=free_port())
-    return dataclasses.replace(Settings(), **{**values, **overrides})
+    return with_values(with_values(None), **{**values, **overrides})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -79,8 +78,8 @@ def up(settings: Settings, *names: str):
 
 def publish(settings: Settings, lines: list[bytes | str], timestamp_ms: int = 0) -> None:
     """Each line as one record keyed by its second field (record time `timestamp_ms`, or now)."""
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
-    producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
     for line in lines:
         raw = line.encode() if isinstance(line, str) else line
         parts = raw.split(b",")
@@ -90,7 +89,7 @@ def publish(settings: Settings, lines: list[bytes | str], timestamp_ms: int = 0)
 
 
 def records(settings: Settings, topic: str) -> list:
-    return [json.loads(m.value()) for m in read_topic(settings.bootstrap_servers, topic,
+    return [json.loads(m.value()) for m in read_topic(settings.kafka.bootstrap_servers, topic,
                                                       stop_at_end=True, idle_timeout_s=10)]
 
 
@@ -98,9 +97,10 @@ def run_job_once(spark, settings: Settings, on_batch=None):
     """Run the stream job in this process until the available input is processed (its topics
     created first, as `energy-monitor stream` does); returns each batch's counts, which are also
     handed to `on_batch` as each batch is reported."""
-    from pipeline.driver import batch_counts_router, start_query
+    from pipeline.job.driver import start_query
+    from pipeline.job.listener import batch_counts_router
 
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
     seen = []
 
     def observe(counts) -> None:
@@ -108,7 +108,7 @@ def run_job_once(spark, settings: Settings, on_batch=None):
         if on_batch:
             on_batch(counts)
 
-    query = start_query(spark, settings, once=True, on_batch=observe)
+    query = start_query(spark, settings.job, once=True, on_batch=observe)
     query.awaitTermination()
     assert query.exception() is None, query.exception()
     batch_counts_router(spark).wait_reported(query.runId)

@@ -55,7 +55,7 @@ class Expectation:
 def expected_windows(lines: list[str], rule) -> set[tuple[str, str, str]]:
     """(household, window start, window end) of every alert that valid CSV `lines`, read in one
     batch, make under `rule` (a pipeline Rule: only its numbers are used)."""
-    model = Expectation(rule.window_s, rule.slide_s, Decimal(str(rule.threshold_kwh)), rule.watermark_s)
+    model = Expectation(rule.window_s, rule.slide_s, Decimal(str(rule.threshold)), rule.watermark_s)
     model.batch([tuple(line.split(",")) for line in lines])
     return set(model.alerts())
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pipeline.alerts import parse_alert
-from pipeline.history import alert_documents, alerts_table
+from pipeline.core.alert import parse_alert
+from pipeline.core.history import alert_documents, alerts_table
 
 GOOD = {"alert_id": "a1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
         "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05, "rule": "kwh>0.05 over 1 minute",
@@ -62,7 +62,7 @@ def test_the_archiver_imports_without_pyspark():
                "        if name.split('.')[0] in ('pyspark', 'py4j'):\n"
                "            raise ImportError('blocked: ' + name)\n"
                "sys.meta_path.insert(0, Block())\n"
-               "import pipeline.archiver, pipeline.contract, pipeline.history\n"
+               "import pipeline.archiver.archive, pipeline.core.contract, pipeline.core.history\n"
                "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr

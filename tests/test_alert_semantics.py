@@ -1,6 +1,7 @@
 """Alerts of the real job (Kafka + Spark) for hand-built inputs, against tests/reference.py."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from decimal import Decimal
 
@@ -22,7 +23,7 @@ def line(t: int, household: str, kwh: str) -> str:
 def run_batches(spark, settings, batches, counted=None):
     """Publish each batch and run the job once after it; returns alerts, late count, reference.
     `counted`, a list, gets the job's own BatchCounts."""
-    window_s, slide_s, threshold = RULES[settings.run_mode]
+    window_s, slide_s, threshold = RULES[settings.rule.run_mode]
     expect = Expectation(window_s, slide_s, Decimal(threshold), 600)
     late = 0
     for batch in batches:
@@ -32,7 +33,7 @@ def run_batches(spark, settings, batches, counted=None):
         if counted is not None:
             counted += counts
         expect.batch([(iso(t), h, k) for t, h, k in batch])
-    return records(settings, settings.alerts_topic), late, expect
+    return records(settings, settings.kafka.alerts_topic), late, expect
 
 
 def scenario(mode: str):
@@ -62,8 +63,8 @@ def test_alerts_equal_reference(spark, make_settings, mode):
     assert late == expect.late == 4
     # The job's own count and latencies cover every alert it wrote; a crossing reading reached
     # Kafka before its alert did, within the test's few minutes.
-    assert sum(c.alerts for c in counted) == len(alerts)
-    latencies = [(s, n) for c in counted for s, n in c.alert_latencies_s]
+    assert sum(c.alert_total for c in counted) == len(alerts)
+    latencies = [(s, n) for c in counted for s, n in c.latencies_s(time.time() * 1000)]
     assert sum(n for _, n in latencies) == len(alerts)
     assert all(0 <= s < 600 for s, _ in latencies)
     assert {a["rule"] for a in alerts} == {"kwh>0.05 over 1 minute" if mode == "demo" else "kwh>2.0 over 15 minutes"}

@@ -2,7 +2,6 @@
 headless Chromium (screenshots in var/test-artifacts/)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -14,10 +13,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT, free_port, publish, records, run_cli, run_job_once, settings_env, wait_for
-from pipeline import alert_view
-from pipeline.history import AlertQuery, HistoryStore, incidents
-from pipeline.kafka_io import ReadingProducer, ensure_topics
-from pipeline.simulator import Simulator
+from pipeline.view import app as alert_view
+from pipeline.core.history import AlertQuery, HistoryStore, incidents
+from pipeline.core.settings import with_values
+from pipeline.core.kafka import ReadingProducer, ensure_topics
+from pipeline.ingest.simulator import Simulator
 
 pytestmark = [pytest.mark.kafka]
 
@@ -37,7 +37,7 @@ def archive(settings, tmp_path, until) -> None:
 
 
 def history_ids(settings) -> list[str]:
-    return list(HistoryStore(settings.history_root).alerts().alert_id)
+    return list(HistoryStore(settings.history.history_root).alerts().alert_id)
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def written(make_settings, spark, tmp_path):
     lines = [line for _, line in Simulator(12, 15, 10.0, 3, T0).lines(120)]
     publish(settings, lines)
     run_job_once(spark, settings)
-    alerts = records(settings, settings.alerts_topic)
+    alerts = records(settings, settings.kafka.alerts_topic)
     assert len(alerts) > 20
     archive(settings, tmp_path, lambda: len(history_ids(settings)) == len({a["alert_id"] for a in alerts}))
     return settings, lines, alerts
@@ -60,7 +60,7 @@ def app(monkeypatch, settings, page: str, **query) -> AppTest:
     at.query_params.update(query)
     at.run()
     if page != alert_view.PAGES[0]:
-        at.switch_page(f"view_pages/{alert_view.PAGE_FILES[page][0]}").run()
+        at.switch_page(f"pages/{alert_view.PAGE_FILES[page][0]}").run()
     assert not at.exception, at.exception
     return at
 
@@ -89,7 +89,7 @@ def test_pages_on_a_real_history(monkeypatch, written):
     live = page.table[1].value
     assert list(live["alert_id"]) == [a["alert_id"] for a in newest_first][:alert_view.TABLE_ROWS]
     shown = page.table[0].value
-    stored = incidents(HistoryStore(settings.history_root).alerts(AlertQuery(limit=alert_view.TABLE_ROWS)))
+    stored = incidents(HistoryStore(settings.history.history_root).alerts(AlertQuery(limit=alert_view.TABLE_ROWS)))
     assert len(shown) == len(stored) and shown["windows"].astype(int).sum() == len(live)
     assert set(shown["kind"]) == {"threshold", "baseline"}
     for kind, why in zip(shown["kind"], shown["why"]):
@@ -171,8 +171,8 @@ def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path
                  json.dumps({**good[0], "household_id": None}).encode(),
                  json.dumps({**good[0], "window_start": "noon"}).encode(),
                  json.dumps({**good[0], "kwh": "lots"}).encode()]
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
-    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic)
     delivered = good + good  # each alert twice, as the at-least-once sink may
     for i, bad in enumerate(malformed):
         producer.send("H001", bad)
@@ -181,7 +181,7 @@ def test_malformed_alert_records_are_counted_and_skipped(make_settings, tmp_path
     assert producer.flush(30) == 0
 
     def skipped() -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.history_metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.history.history_metrics_port}/metrics", timeout=5) as r:
             text = r.read().decode()
         return next(float(ln.split()[-1]) for ln in text.splitlines()
                     if ln.startswith('energy_history_skipped_records_total{table="alerts"}'))
@@ -235,7 +235,7 @@ def browse(settings, tmp_path, shows: dict[str, str], name: str, extra_env: dict
         driver.save_screenshot(str(picture_path))
         assert picture_path.stat().st_size > 10_000
 
-    address = f"http://127.0.0.1:{settings.view_port}"
+    address = f"http://127.0.0.1:{settings.view.view_port}"
     try:
         wait_for("the view to answer", lambda: _opened(driver, address), 60, 1)
         for page, what in shows.items():
@@ -274,20 +274,20 @@ def test_in_headless_chromium_empty_and_unreachable(make_settings, tmp_path):
     settings = make_settings()
     empty = {page: "text:in the history yet" for page in alert_view.PAGES}
     browse(settings, tmp_path / "empty", empty, "empty-")
-    unreachable = dataclasses.replace(settings, history_root="s3a://energy/history")
+    unreachable = with_values(settings, history_root="s3a://energy/history")
     browse(unreachable, tmp_path / "unreachable", {page: "text:cannot be read" for page in alert_view.PAGES},
            "unreachable-", unreachable_s3())
 
 
 def test_an_incident_says_why_in_one_line():
-    from pipeline.config import make_rule
+    from pipeline.core.settings import Rule
 
     stamp = lambda minute: pd.Timestamp(f"2026-07-02T14:{minute:02d}:00Z")
     alerts = pd.DataFrame({
         "household_id": ["H001", "H001", "H001", "H002"], "kind": ["threshold", "threshold", "threshold", "baseline"],
         "window_start": [stamp(0), stamp(1), stamp(9), stamp(3)], "window_end": [stamp(1), stamp(2), stamp(10), stamp(4)],
         "kwh": [0.06, 0.08, 0.07, 0.03], "baseline_kwh": [None, None, None, 0.01]})
-    table = alert_view.incident_table(alerts, make_rule("demo"))
+    table = alert_view.incident_table(alerts, Rule(run_mode="demo"))
     assert list(table.household_id) == ["H001", "H002", "H001"]  # newest first
     assert list(table.why) == ["1 window over 0.05 kWh: peak 0.07 kWh",
                                "1 window far above its usual use: peak 0.03 kWh, 3× its usual 0.01 kWh",
@@ -295,12 +295,12 @@ def test_an_incident_says_why_in_one_line():
 
 
 def test_a_baseline_incident_names_the_hours_of_its_slot_when_slots_divide_the_day():
-    from pipeline.config import load_settings
+    from pipeline.core.settings import load_settings
 
     prod, demo = load_settings({"RUN_MODE": "prod"}), load_settings({"RUN_MODE": "demo"})
     alerts = pd.DataFrame({"household_id": ["H001"], "kind": ["baseline"],
                            "window_start": [pd.Timestamp("2026-07-02T02:10:00Z")],
                            "window_end": [pd.Timestamp("2026-07-02T02:25:00Z")], "kwh": [1.54], "baseline_kwh": [0.41]})
-    assert alert_view.incident_table(alerts, prod.rule, prod.baseline_rule).why[0] == \
+    assert alert_view.incident_table(alerts, prod.rule, prod.baseline).why[0] == \
         "1 window far above its usual use: peak 1.54 kWh, 3.76× its usual 0.41 kWh for 02:00–03:00"
-    assert alert_view.incident_table(alerts, demo.rule, demo.baseline_rule).why[0].endswith("its usual 0.41 kWh")
+    assert alert_view.incident_table(alerts, demo.rule, demo.baseline).why[0].endswith("its usual 0.41 kWh")

@@ -18,25 +18,18 @@ from deltalake import DeltaTable
 from prometheus_client import CollectorRegistry
 
 from helpers import publish, run_cli, settings_env, wait_for
-from pipeline.archiver import ArchiveConfig, Archiver
-from pipeline.history import HistoryStore
-from pipeline.kafka_io import ReadingProducer, ensure_topics
-from pipeline.metrics import HistoryMetrics
+from pipeline.archiver.archive import Archiver, Pace
+from pipeline.core.settings import with_values
+from pipeline.core.history import HistoryStore
+from pipeline.core.kafka import ReadingProducer, ensure_topics
+from pipeline.core.metrics import HistoryMetrics
 from reference import iso
 
 pytestmark = [pytest.mark.kafka]
 
 
-def archive_config(settings, **overrides) -> ArchiveConfig:
-    base = dict(bootstrap=settings.bootstrap_servers, readings_topic=settings.readings_topic,
-                alerts_topic=settings.alerts_topic, group=settings.history_group + settings.readings_topic,
-                slot_s=15, max_line_bytes=settings.max_line_bytes, max_kwh=settings.max_reading_kwh,
-                future_skew_s=settings.future_skew_s, flush_s=0.3, partitions_every_s=1.0)
-    return ArchiveConfig(**{**base, **overrides})
-
-
 def energy_rows(settings):
-    return DeltaTable(f"{settings.history_root}/energy").to_pandas()
+    return DeltaTable(f"{settings.history.history_root}/energy").to_pandas()
 
 
 def sample(registry: CollectorRegistry, name: str, table: str) -> float:
@@ -44,11 +37,15 @@ def sample(registry: CollectorRegistry, name: str, table: str) -> float:
 
 
 @contextmanager
-def archiving(settings, **overrides):
-    """An archiver running in a thread of this process; yields its metrics' registry."""
+def archiving(settings, accept_new_topic: bool = False, **values):
+    """An archiver of these settings' history (with `values` changed: settings variables) running
+    in a thread of this process, quick to flush and to find new partitions, its consumer group the
+    test's own; yields its metrics' registry."""
     registry = CollectorRegistry()
-    archiver = Archiver(archive_config(settings, **overrides), HistoryStore(settings.history_root),
-                        HistoryMetrics(registry))
+    history = with_values(settings, history_group=settings.history.history_group + settings.kafka.readings_topic,
+                          history_flush_seconds=0.3, **values).history
+    archiver = Archiver(history, HistoryStore(history.history_root), HistoryMetrics(registry), accept_new_topic,
+                        Pace(partitions_every_s=1.0))
     stop, failure = threading.Event(), []
 
     def run():
@@ -82,7 +79,7 @@ def alert(household: str, start: int, **fields) -> dict:
 
 
 def send_alerts(settings, values: list[bytes]) -> None:
-    producer = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic)
     for value in values:
         producer.send(b"H001", value)
     assert producer.flush(30) == 0
@@ -103,12 +100,12 @@ def test_bad_records_beside_real_ones_neither_stop_the_archiver_nor_move_retenti
     assert b"1e400" in bad[-1]
     send_alerts(settings, [bad[0], json.dumps(good[0]).encode(), *bad[1:], json.dumps(good[1]).encode()])
 
-    with archiving(settings, retention_days=2) as registry:  # it maintains after its first batch
+    with archiving(settings, history_retention_days=2) as registry:  # it maintains after its first batch
         consumed(registry, "energy", len(real) + 1)
         consumed(registry, "alerts", len(good) + len(bad))
         assert sample(registry, "energy_history_skipped_records_total", "energy") == 1
         assert sample(registry, "energy_history_skipped_records_total", "alerts") == len(bad)
-    store = HistoryStore(settings.history_root)
+    store = HistoryStore(settings.history.history_root)
     store.maintain(retention_days=2)
     assert sorted(set(energy_rows(settings).day)) == sorted({iso(today - d * 86400)[:10] for d in range(3)})
     assert sorted(store.alerts().alert_id) == sorted(a["alert_id"] for a in good)
@@ -123,8 +120,8 @@ def test_records_deleted_by_retention_are_counted_and_the_rest_archived(make_set
     with archiving(settings) as registry:
         consumed(registry, "energy", 10)
     publish(settings, lines[10:])
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    deleted = admin.delete_records([TopicPartition(settings.readings_topic, 0, 25)])
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    deleted = admin.delete_records([TopicPartition(settings.kafka.readings_topic, 0, 25)])
     deleted[next(iter(deleted))].result(30)  # offsets 10..24 never archived
 
     with archiving(settings) as registry:
@@ -138,10 +135,10 @@ def test_positions_ahead_of_a_recreated_topic_stop_with_one_line(make_settings):
     publish(settings, [f"{iso(1_783_000_800 + 15 * i)},H001,0.01" for i in range(20)])
     with archiving(settings) as registry:
         consumed(registry, "energy", 20)
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    for future in admin.delete_topics([settings.readings_topic]).values():
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for future in admin.delete_topics([settings.kafka.readings_topic]).values():
         future.result(30)
-    wait_for("the topic gone", lambda: settings.readings_topic not in admin.list_topics(timeout=10).topics, 30, 0.5)
+    wait_for("the topic gone", lambda: settings.kafka.readings_topic not in admin.list_topics(timeout=10).topics, 30, 0.5)
     publish(settings, ["2026-07-02T15:00:00Z,H002,0.01"])
 
     refused = run_cli(settings, "archive", check=False, timeout=120)
@@ -157,17 +154,17 @@ def test_positions_ahead_of_a_recreated_topic_stop_with_one_line(make_settings):
 
 def test_partitions_added_while_it_runs_are_archived(make_settings):
     settings = make_settings(readings_partitions=1)
-    ensure_topics(settings.bootstrap_servers, settings.topics, **settings.topic_replication)
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
     with archiving(settings) as registry:
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-        for future in admin.create_partitions([NewPartitions(settings.readings_topic, 3)]).values():
+        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        for future in admin.create_partitions([NewPartitions(settings.kafka.readings_topic, 3)]).values():
             future.result(30)
-        producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+        producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
         wait_for("the new partitions known", lambda: len(
-            admin.list_topics(settings.readings_topic, timeout=10).topics[settings.readings_topic].partitions) == 3,
+            admin.list_topics(settings.kafka.readings_topic, timeout=10).topics[settings.kafka.readings_topic].partitions) == 3,
             30, 0.5)
         for partition in range(3):
-            producer._producer.produce(settings.readings_topic, f"2026-07-02T14:00:00Z,H00{partition},0.01".encode(),
+            producer._producer.produce(settings.kafka.readings_topic, f"2026-07-02T14:00:00Z,H00{partition},0.01".encode(),
                                        partition=partition)
         assert producer.flush(30) == 0
         consumed(registry, "energy", 3)
@@ -183,16 +180,16 @@ def test_a_second_archiver_on_one_history_is_refused(make_settings, tmp_path):
         wait_for("the first archiver", lambda: "archiving" in log.read_text(), 60, 0.3)
         second = run_cli(settings, "archive", check=False, timeout=120)
         assert second.returncode == 1
-        assert f"another archiver (pid {first.pid}) is writing {settings.history_root}" in second.stderr
+        assert f"another archiver (pid {first.pid}) is writing {settings.history.history_root}" in second.stderr
         assert first.poll() is None
     finally:
         first.terminate()
         first.wait(60)
-    assert (Path(settings.history_root) / "_archiver.lock").exists()
+    assert (Path(settings.history.history_root) / "_archiver.lock").exists()
 
 
 def test_seen_readings_know_repeats_within_the_horizon_once_committed():
-    from pipeline.archiver import SeenReadings
+    from pipeline.archiver.archive import SeenReadings
 
     seen = SeenReadings(horizon_s=600)
     batch = [("H001", 1000, 0.1), ("H001", 1000, 0.2), ("H002", 1000, 0.1)]

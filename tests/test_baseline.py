@@ -1,5 +1,5 @@
-"""The baseline rule's state machine (baseline.py through panes.advance), without Spark: the
-public conformance cases cut into batches of several sizes, against their expected alerts."""
+"""The baseline rule's state machine (core/rules/baseline.py through the job's state step), without
+Spark: the public conformance cases cut into batches of several sizes, against their expected alerts."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,15 @@ import pandas as pd
 import pytest
 
 from helpers import SHARED
-from pipeline.baseline import BaselineState
-from pipeline.config import load_settings
-from pipeline.history import incidents
-from pipeline.panes import PaneState, advance, household_code, household_id
+from dataclasses import replace
+from types import SimpleNamespace
+
+from pipeline.core.history import incidents
+from pipeline.core.rules.fixed import FixedState
+from pipeline.core.settings import load_settings
+from pipeline.job.panes import household_code, household_id
 from reference import BaselineExpectation, epoch, iso
+from steps import empty, run_step, stored_again
 
 CASES = SHARED / "conformance"
 UNITS = 10**9
@@ -38,8 +42,8 @@ def valid_readings(path) -> list[tuple[str, int, int]]:
 
 def run(mode: str, batch_size: int, **overrides):
     settings = load_settings({"RUN_MODE": mode, **overrides})
-    rule, learning = settings.rule, settings.baseline_rule
-    panes, learned, watermark_ms, newest = PaneState.empty(), BaselineState.empty(), 0, 0
+    rule, learning = settings.rule, settings.baseline
+    state, watermark_ms, newest = empty(), 0, 0
     fixed, scored = set(), {}
     for phase in (1, 2):
         readings = valid_readings(CASES / f"baseline_{mode}_phase{phase}.csv")
@@ -48,13 +52,13 @@ def run(mode: str, batch_size: int, **overrides):
             households = np.array([household_code(h) for h, _, _ in batch], dtype=np.int64)
             seconds = np.array([t for _, t, _ in batch], dtype=np.int64)
             units = np.array([u for _, _, u in batch], dtype=np.int64)
-            result = advance(panes, households, seconds // rule.slide_s, units, watermark_ms, rule.slide_s,
-                             rule.panes_per_window, rule.threshold_units, None, (learned, learning))
-            panes = PaneState.from_bytes(*result.state.to_bytes())  # as Spark stores them
-            learned = BaselineState.from_bytes(result.baseline.state.to_bytes())
+            batch_readings = {"households": households, "panes": seconds // rule.slide_s, "units": units,
+                              "seconds": seconds % rule.slide_s}
+            result = run_step(state, rule, batch_readings, watermark_ms, learning)
+            state = stored_again(result.state)  # as Spark stores it
             fixed |= {(household_id(h), iso(int(p) * rule.slide_s)) for h, p in
                       zip(result.alerts.household, result.alerts.start_pane)}
-            for alert in result.baseline.alerts.itertuples():
+            for alert in result.baseline_alerts.itertuples():
                 key = (household_id(alert.household), iso(int(alert.start_pane) * rule.slide_s))
                 assert key not in scored, "a window alerted twice"
                 scored[key] = (alert.threshold, alert.mean, alert.sigma, alert.windows, alert.slot)
@@ -91,16 +95,14 @@ def test_no_baseline_alert_before_warm_up():
 
 
 def test_the_state_forgets_households_silent_longer_than_forget_after():
-    rule = load_settings({}).baseline_rule
     settings = load_settings({})
     code = household_code("H001")
     t0 = 1_783_000_800
-    state, learned = PaneState.empty(), BaselineState.empty()
+    state = empty()
     for t, household in ((t0, code), (t0 + 36 * 86400, household_code("H002"))):
-        result = advance(state, np.array([household]), np.array([t // 15]), np.array([10**7]),
-                         (t - 600) * 1000, 15, 4, settings.rule.threshold_units, None, (learned, rule))
-        state, learned = result.state, result.baseline.state
-    assert household_code("H002") in learned.names and code not in learned.names
+        batch = {"households": np.array([household]), "panes": np.array([t // 15]), "units": np.array([10**7])}
+        state = run_step(state, settings.rule, batch, (t - 600) * 1000, settings.baseline).state
+    assert household_code("H002") in state.baseline.names and code not in state.baseline.names
 
 
 def test_incidents_group_a_households_alerts_of_one_kind_at_most_one_window_apart():
@@ -135,30 +137,32 @@ def run_restarted(mode: str, first: dict, second: dict, seeded: bool = True, bat
     """Phase 1 under `first`, then a restart under `second` that takes its baselines from the
     history of phase 1 (seeded as the job does; or not), then phase 2. Phase 2's baseline
     alerts, with their baselines."""
-    from pipeline.baseline import Seed, adopt, fingerprint, learn
+    from pipeline.core.rules.baseline import Seed, fingerprint, learn
 
-    learned, panes, watermark_ms, newest, scored = BaselineState.empty(), PaneState.empty(), 0, 0, {}
+    state, watermark_ms, newest, scored = empty(), 0, 0, {}
     phase1 = valid_readings(CASES / f"baseline_{mode}_phase1.csv")
     for phase, overrides in ((1, first), (2, second)):
         settings = load_settings({"RUN_MODE": mode, **overrides})
-        rule, learning = settings.rule, settings.baseline_rule
+        rule, learning = settings.rule, settings.baseline
         readings = phase1 if phase == 1 else valid_readings(CASES / f"baseline_{mode}_phase2.csv")
         seed = None
+        if phase == 2:  # the state as the job reads it under the new rules
+            state = replace(state, fixed=FixedState.empty(),
+                            baseline=state.baseline.for_rules(fingerprint(rule.key), fingerprint(learning.key)))
         if phase == 2 and seeded:
-            seed = Seed(fingerprint("test"), learn(learning, *_history_of(phase1, rule.slide_s)))
-            learned = learned.for_rules(fingerprint(rule.key), fingerprint(learning.key))
+            seed = SimpleNamespace(value=Seed(fingerprint("test"), learn(learning, *_history_of(phase1, rule.slide_s))))
         for at in range(0, len(readings), batch_size):
             batch = readings[at:at + batch_size]
             households = np.array([household_code(h) for h, _, _ in batch], dtype=np.int64)
             seconds = np.array([t for _, t, _ in batch], dtype=np.int64)
             units = np.array([u for _, _, u in batch], dtype=np.int64)
-            learned = adopt(learned, seed, households, learning.slots)
-            result = advance(panes, households, seconds // rule.slide_s, units, watermark_ms, rule.slide_s,
-                             rule.panes_per_window, rule.threshold_units, None, (learned, learning))
-            panes, learned = result.state, result.baseline.state
+            batch_readings = {"households": households, "panes": seconds // rule.slide_s, "units": units,
+                              "seconds": seconds % rule.slide_s}
+            result = run_step(state, rule, batch_readings, watermark_ms, learning, seed)
+            state = result.state
             if phase == 2:
                 scored.update({(household_id(a.household), iso(int(a.start_pane) * rule.slide_s)): a.mean
-                               for a in result.baseline.alerts.itertuples()})
+                               for a in result.baseline_alerts.itertuples()})
             newest = max(newest, int(seconds.max()))
             watermark_ms = max(watermark_ms, (newest - rule.watermark_s) * 1000)
     return scored
@@ -181,7 +185,7 @@ def test_a_restart_with_new_scoring_parameters_learns_them_over_the_history(mode
 def contract_model(mode: str, **overrides) -> BaselineExpectation:
     """tests/reference.py's model of the baseline rule, with a mode's settings."""
     settings = load_settings({"RUN_MODE": mode, **overrides})
-    r = settings.baseline_rule
+    r = settings.baseline
     return BaselineExpectation(r.window_s, r.slide_s, r.watermark_s, r.slot_s, r.slots, r.alpha, r.k, r.warmup,
                                r.min_kwh, r.min_sigma_kwh)
 
@@ -208,11 +212,11 @@ def test_the_reference_model_gives_the_public_cases_expected_alerts(mode):
 def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
     """baseline.band over a household's readings gives, at each window the job's state machine
     alerted, the alert's own mean, sigma, learning windows and threshold."""
-    from pipeline.baseline import band
-    from pipeline.simulator import Simulator
+    from pipeline.core.rules.baseline import band
+    from pipeline.ingest.simulator import Simulator
 
     settings = load_settings({"RUN_MODE": mode})
-    rule, learning = settings.rule, settings.baseline_rule
+    rule, learning = settings.rule, settings.baseline
     tick_s = 15 if mode == "demo" else 60
     ticks = 8 * 60 * 60 // tick_s if mode == "demo" else 3 * 24 * 60
     sim = Simulator(6, tick_s, 10.0, 11, 1_783_000_800)
@@ -223,9 +227,9 @@ def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
         seconds += [t] * len(kwh)
         units += np.rint(kwh * UNITS).astype(np.int64).tolist()
     households, seconds, units = (np.array(v, dtype=np.int64) for v in (households, seconds, units))
-    result = advance(PaneState.empty(), households, seconds // rule.slide_s, units, 0, rule.slide_s,
-                     rule.panes_per_window, rule.threshold_units, None, (BaselineState.empty(), learning))
-    alerts = result.baseline.alerts
+    batch = {"households": households, "panes": seconds // rule.slide_s, "units": units,
+             "seconds": seconds % rule.slide_s}
+    alerts = run_step(empty(), rule, batch, 0, learning).baseline_alerts
     assert len(alerts) > 10 and alerts.household.nunique() > 1
     for code, mine in alerts.groupby("household"):
         own = households == code

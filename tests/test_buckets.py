@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stream import _murmur3_long, bucket_keys
+from pipeline.job.stage import _murmur3_long, bucket_keys
 
 pytestmark = [pytest.mark.spark]
 

@@ -18,9 +18,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from helpers import dashboard_queries, free_port, isolated_stack, prom_query, run_cli, up, wait_for
-from pipeline.kafka_io import BrokerUnavailable, ReadingProducer, client_config, read_topic, topic_end_offsets
-from pipeline.simulator import Simulator
-from pipeline.stack import running_pid
+from pipeline.core.kafka import BrokerUnavailable, ReadingProducer, client_config, read_topic, topic_end_offsets
+from pipeline.ingest.simulator import Simulator
+from pipeline.ops.stack import running_pid
 from reference import expected_windows
 
 pytestmark = [pytest.mark.cluster]
@@ -54,7 +54,7 @@ class SteadyProducer(threading.Thread):
     def __init__(self, settings):
         super().__init__(daemon=True)
         self.lines = [line for _, line in Simulator(HOUSEHOLDS, 15, 10.0, 7, T0).lines(TICKS)]
-        self.producer = ReadingProducer(settings.bootstrap_servers, settings.readings_topic)
+        self.producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
         self.sent = 0
 
     def run(self) -> None:
@@ -67,12 +67,12 @@ class SteadyProducer(threading.Thread):
 
 def leaders(settings) -> Counter:
     """Broker id -> readings partitions it leads."""
-    metadata = AdminClient(client_config(settings.bootstrap_servers)).list_topics(timeout=10)
-    return Counter(p.leader for p in metadata.topics[settings.readings_topic].partitions.values())
+    metadata = AdminClient(client_config(settings.kafka.bootstrap_servers)).list_topics(timeout=10)
+    return Counter(p.leader for p in metadata.topics[settings.kafka.readings_topic].partitions.values())
 
 
 def under_replicated(settings) -> float:
-    result = prom_query(settings.prometheus_port, UNDER_REPLICATED)
+    result = prom_query(settings.stack.prometheus_port, UNDER_REPLICATED)
     return float(result[0]["value"][1]) if result else -1.0
 
 
@@ -102,8 +102,8 @@ def test_a_killed_broker_loses_no_reading_and_stops_no_alert(tmp_path):
         assert producer.producer.stats.failed == 0, producer.producer.stats.last_error
         assert producer.producer.stats.acknowledged == len(producer.lines)
 
-        in_topic = Counter(m.value().decode() for m in read_topic(settings.bootstrap_servers,
-                                                                  settings.readings_topic, stop_at_end=True))
+        in_topic = Counter(m.value().decode() for m in read_topic(settings.kafka.bootstrap_servers,
+                                                                  settings.kafka.readings_topic, stop_at_end=True))
         assert in_topic == Counter(producer.lines)  # every acknowledged reading, exactly once
 
         expected = expected_windows(producer.lines, settings.rule)
@@ -113,7 +113,7 @@ def test_a_killed_broker_loses_no_reading_and_stops_no_alert(tmp_path):
         assert running_pid(settings, "stream") == job_pid  # no restart
 
         wait_for("the restarted broker back in every ISR",
-                 lambda: all(len(p.isrs) == 3 for t in AdminClient(client_config(settings.bootstrap_servers))
+                 lambda: all(len(p.isrs) == 3 for t in AdminClient(client_config(settings.kafka.bootstrap_servers))
                              .list_topics(timeout=10).topics.values() for p in t.partitions.values()), 180, 2)
         wait_for("the dashboard's under-replicated count back to 0", lambda: under_replicated(settings) == 0, 120, 2)
         stream_log = (tmp_path / "var" / "log" / "stream.log").read_text()
@@ -128,13 +128,13 @@ def alert_count(settings) -> int:
     """Records in the alerts topic; -1 while its leader is being re-elected (the probe's own
     client may still ask the dead broker)."""
     try:
-        return sum(topic_end_offsets(settings.bootstrap_servers, settings.alerts_topic).values())
+        return sum(topic_end_offsets(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic).values())
     except BrokerUnavailable:
         return -1
 
 
 def alert_windows(settings) -> set[tuple[str, str, str]]:
     """The fixed rule's alerted windows (the baseline rule's alerts have their own tests)."""
-    alerts = [json.loads(m.value()) for m in read_topic(settings.bootstrap_servers, settings.alerts_topic,
+    alerts = [json.loads(m.value()) for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic,
                                                         stop_at_end=True)]
     return {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts if a["kind"] == "threshold"}

@@ -6,6 +6,7 @@ stage's class was compiled anew in every batch (Janino, then the JIT from the in
 from __future__ import annotations
 
 from helpers import publish, run_job_once
+from pipeline.core.settings import ReadingsSettings
 
 # Spark's own per-batch class: the stateful operator's watermark predicate embeds the watermark.
 CLASSES_PER_BATCH_ALLOWED = 1
@@ -24,7 +25,7 @@ def test_later_batches_compile_no_new_code(spark, make_settings):
     batches = run_job_once(spark, settings, lambda _counts: compiled.append(metrics.METRIC_COMPILATION_TIME().getCount()))
 
     assert len(batches) >= 5, f"{len(batches)} batches"
-    assert sum(c.alerts for c in batches[1:]) > 0 and sum(sum(c.invalid_by_reason.values()) for c in batches[1:]) > 0
+    assert sum(c.alert_total for c in batches[1:]) > 0 and sum(sum(c.invalid_by_reason.values()) for c in batches[1:]) > 0
     # The count is read when Spark reports a batch, off the batch's thread, so a class compiled
     # at the start of the next batch can be counted with this one: the total is what is held.
     new_per_batch = [after - before for before, after in zip(compiled[1:], compiled[2:])]
@@ -37,12 +38,12 @@ def test_lines_are_checked_in_whole_stage_generated_code(spark):
     the clock read inside the checks, all three of their projections did."""
     from pyspark.sql import functions as F
 
-    from pipeline.validate import NOW_S, parse_readings
+    from pipeline.job.validate import NOW_S, parse_readings
 
     raw = spark.createDataFrame([(b"2026-01-05T17:00:15Z,H001,0.01234", 3)], "value binary, offset long").select(
         "value", F.lit("energy_readings").alias("topic"), F.lit(0).alias("partition"), "offset",
         F.current_timestamp().alias("timestamp"))
-    plan = parse_readings(raw, 100.0, 1024, 300)._jdf.queryExecution().executedPlan().toString()
+    plan = parse_readings(raw, ReadingsSettings(100.0, 1024, 300))._jdf.queryExecution().executedPlan().toString()
     projections = [line.strip(" +-:") for line in plan.splitlines() if "Project [" in line]
     outside = [p for p in projections if not p.startswith("*(")]
     assert len(projections) >= 4

@@ -18,7 +18,7 @@ import yaml
 from pytest_docker.plugin import DockerComposeExecutor
 
 from helpers import ROOT
-from pipeline.kafka_io import BrokerUnavailable, topic_end_offsets
+from pipeline.core.kafka import BrokerUnavailable, topic_end_offsets
 
 pytestmark = [pytest.mark.compose]
 

@@ -1,25 +1,28 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from pipeline.config import ConfigError, Settings, load_settings, parse_duration
+from pipeline.core.settings import ConfigError, load_settings, parse_duration, with_values
+from pipeline.core.checkpoint import checkpoint_dir
 
 
 def test_modes_and_overrides():
     demo = load_settings({}).rule
-    assert (demo.window_s, demo.slide_s, demo.threshold_kwh, demo.watermark_s) == (60, 15, 0.05, 600)
+    assert (demo.window_s, demo.slide_s, demo.threshold, demo.watermark_s) == (60, 15, 0.05, 600)
     assert demo.description == "kwh>0.05 over 1 minute"
     prod = load_settings({"RUN_MODE": "prod"}).rule
-    assert (prod.window_s, prod.slide_s, prod.threshold_kwh) == (900, 15, 2.0)
+    assert (prod.window_s, prod.slide_s, prod.threshold) == (900, 15, 2.0)
     assert prod.description == "kwh>2.0 over 15 minutes"
     custom = load_settings({"RUN_MODE": "prod", "THRESHOLD_KWH": "1.5", "WINDOW_DURATION": "30 minutes",
                             "WATERMARK_DELAY": "5m"}).rule
-    assert (custom.window_s, custom.threshold_kwh, custom.watermark_s) == (1800, 1.5, 300)
+    assert (custom.window_s, custom.threshold, custom.watermark_s) == (1800, 1.5, 300)
 
 
 def test_source_topic_alias():
-    assert load_settings({"SOURCE_TOPIC": "x"}).readings_topic == "x"
-    assert load_settings({"READINGS_TOPIC": "a", "SOURCE_TOPIC": "x"}).readings_topic == "a"
+    assert load_settings({"SOURCE_TOPIC": "x"}).kafka.readings_topic == "x"
+    assert load_settings({"READINGS_TOPIC": "a", "SOURCE_TOPIC": "x"}).kafka.readings_topic == "a"
 
 
 @pytest.mark.parametrize("env,names", [
@@ -49,33 +52,33 @@ def test_bad_values_name_the_variable(env, names):
 
 def test_checkpoint_follows_everything_that_shapes_state():
     demo = load_settings({"RUN_MODE": "demo"})
-    assert demo.checkpoint_dir() == load_settings({"RUN_MODE": "demo"}).checkpoint_dir()
-    others = [load_settings(env).checkpoint_dir() for env in (
+    assert checkpoint_dir(demo.job) == checkpoint_dir(load_settings({"RUN_MODE": "demo"}).job)
+    others = [checkpoint_dir(load_settings(env).job) for env in (
         {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"},
         {"BASELINE_SLOT": "1 hour"}, {"BASELINE": "off"},
         {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
-    assert len({demo.checkpoint_dir(), *others}) == 9
+    assert len({checkpoint_dir(demo.job), *others}) == 9
 
 
 @pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_K", "4"), ("BASELINE_WARMUP", "3"),
                                         ("BASELINE_MIN_KWH", "0.2"), ("BASELINE_MIN_SIGMA_KWH", "0.01")])
 def test_a_scoring_parameter_keeps_the_checkpoint_and_what_it_learned(name, value):
     changed = load_settings({name: value})
-    assert changed.checkpoint_dir() == load_settings({}).checkpoint_dir()
-    assert (changed.rule.key, changed.baseline_rule.key) != (Settings().rule.key, Settings().baseline_rule.key)
+    assert checkpoint_dir(changed.job) == checkpoint_dir(load_settings({}).job)
+    assert (changed.rule.key, changed.baseline.key) != (with_values(None).rule.key, with_values(None).baseline.key)
 
 
 def test_baseline_parameters_follow_the_mode():
-    demo, prod = load_settings({"RUN_MODE": "demo"}).baseline_rule, load_settings({"RUN_MODE": "prod"}).baseline_rule
+    demo, prod = load_settings({"RUN_MODE": "demo"}).baseline, load_settings({"RUN_MODE": "prod"}).baseline
     assert (demo.slot_s, demo.slots, demo.min_kwh, demo.min_sigma_kwh) == (600, 1, 0.01, 0.002)
     assert (prod.slot_s, prod.slots, prod.min_kwh, prod.min_sigma_kwh) == (3600, 24, 0.5, 0.05)
     assert (prod.alpha, prod.k, prod.warmup, prod.forget_after_s) == (0.1, 3.0, 8, 35 * 86400)
     assert prod.description == "kwh>baseline+3σ over 15 minutes (slot: hour of day)"
-    assert load_settings({"BASELINE": "off"}).baseline_rule is None
+    assert load_settings({"BASELINE": "off"}).baseline is None and load_settings({"BASELINE": "off"}).job.baseline is None
 
 
 def test_replication_is_derived_from_the_cluster_unless_set():
-    from pipeline.kafka_io import replication_for
+    from pipeline.core.kafka import replication_for
 
     assert replication_for(1) == (1, 1)
     assert replication_for(2) == (2, 1)
@@ -85,19 +88,19 @@ def test_replication_is_derived_from_the_cluster_unless_set():
     assert replication_for(3, 3, 3) == (3, 3)
     settings = load_settings({"REPLICATION_FACTOR": "3", "MIN_INSYNC_REPLICAS": "2", "ALERTS_PARTITIONS": "3",
                               "KAFKA_BROKERS": "3", "BOOTSTRAP_SERVERS": "a:1,b:2,c:3"})
-    assert settings.topic_replication == {"replication_factor": 3, "min_insync_replicas": 2}
-    assert settings.topics[settings.alerts_topic] == 3 and settings.bootstrap_list == ["a:1", "b:2", "c:3"]
+    assert settings.kafka.topic_replication == {"replication_factor": 3, "min_insync_replicas": 2}
+    assert settings.kafka.topics[settings.kafka.alerts_topic] == 3 and settings.kafka.bootstrap_list == ["a:1", "b:2", "c:3"]
 
 
 def test_a_checkpoint_root_uri_stays_a_uri():
-    checkpoint = load_settings({"CHECKPOINT_ROOT": "s3a://bucket/checkpoints/"}).checkpoint_dir()
+    checkpoint = checkpoint_dir(load_settings({"CHECKPOINT_ROOT": "s3a://bucket/checkpoints/"}).job)
     assert isinstance(checkpoint, str) and checkpoint.startswith("s3a://bucket/checkpoints/demo-")
 
 
 def test_relative_paths_are_from_the_repository(tmp_path):
     settings = load_settings({"CHECKPOINT_ROOT": "var/x", "VAR_DIR": str(tmp_path)})
-    assert settings.checkpoint_root.endswith("/var/x") and settings.checkpoint_root.startswith("/")
-    assert settings.var_dir == str(tmp_path)
+    assert settings.job.checkpoint_root.endswith("/var/x") and settings.job.checkpoint_root.startswith("/")
+    assert settings.stack.var_dir == str(tmp_path)
 
 
 def test_parse_duration():
@@ -105,7 +108,7 @@ def test_parse_duration():
 
 
 def test_env_example_and_the_configuration_page_list_every_variable_with_its_default():
-    from pipeline.config import PROJECT_ROOT, Settings, env_names
+    from pipeline.core.settings import PROJECT_ROOT, env_names
 
     env = {}
     for line in (PROJECT_ROOT / ".env.example").read_text().splitlines():
@@ -113,10 +116,14 @@ def test_env_example_and_the_configuration_page_list_every_variable_with_its_def
             name, _, value = line.partition("=")
             env[name] = value
     readme = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
-    for name in env_names().values():
+    for name in env_names():
         assert name in env, f"{name} missing from .env.example"
         assert f"| `{name}` |" in readme, f"{name} missing from docs/configuration.md's table"
-    assert load_settings(env) == Settings()
+    # The page's default of each variable is the one .env.example sets (none: the mode's).
+    for row in re.finditer(r"^\| `([A-Z_0-9]+)` \| ([^|]*) \|", readme, flags=re.M):
+        name, default = row.group(1), re.fullmatch(r"`([^`]*)`", row.group(2).strip())
+        assert env[name] == (default.group(1) if default else ""), name
+    assert load_settings(env) == with_values(None)
 
 
 @pytest.mark.parametrize("env,name", [
@@ -152,15 +159,15 @@ def test_bad_setting_gives_one_line_error_naming_it_and_a_nonzero_exit(env, name
 
 
 def test_settings_built_directly_are_validated_too():
-    import dataclasses
-
-    from pipeline.config import Settings
+    from pipeline.core.settings import ReadingsSettings, Rule
 
     with pytest.raises(ConfigError, match="MAX_READING_KWH"):
-        Settings(max_reading_kwh=float("inf"))
+        ReadingsSettings(max_reading_kwh=float("inf"))
     with pytest.raises(ConfigError, match="RUN_MODE"):
-        dataclasses.replace(Settings(), run_mode="fast")
-    assert dataclasses.replace(Settings(), run_mode="prod").rule.window_s == 900
+        Rule(run_mode="fast")
+    with pytest.raises(ConfigError, match="RUN_MODE"):
+        with_values(None, run_mode="fast")
+    assert with_values(with_values(None), run_mode="prod").rule.window_s == 900
 
 
 def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
@@ -169,4 +176,4 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("HOUSEHOLDS", "9")
     monkeypatch.delenv("RUN_MODE", raising=False)
     settings = load_settings()
-    assert settings.run_mode == "prod" and settings.households == 9
+    assert settings.rule.run_mode == "prod" and settings.simulator.households == 9

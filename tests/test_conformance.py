@@ -55,9 +55,9 @@ def test_conformance_case(make_settings, mode):
     expected = json.loads((CASES / f"{mode}_expected.json").read_text())
     settings = make_settings(run_mode=mode)
     late = run_case(settings, mode)
-    alerts = [a for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"]
+    alerts = [a for a in records(settings, settings.kafka.alerts_topic) if a["kind"] == "threshold"]
     check_fixed(alerts, expected["alerts"], expected["threshold_kwh"], mode)
-    assert len(records(settings, settings.dlq_topic)) == expected["dead_letters"]
+    assert len(records(settings, settings.kafka.dlq_topic)) == expected["dead_letters"]
     assert late == expected["late_readings_dropped"]
 
 
@@ -75,7 +75,7 @@ def test_baseline_conformance_case(make_settings, mode, max_offsets):
     settings = make_settings(run_mode=mode)
     env = {"MAX_OFFSETS_PER_TRIGGER": str(max_offsets)} if max_offsets else None
     late = run_case(settings, f"baseline_{mode}", env)
-    alerts = records(settings, settings.alerts_topic)
+    alerts = records(settings, settings.kafka.alerts_topic)
     assert {a["kind"] for a in alerts} == {"threshold", "baseline"}
     check_fixed([a for a in alerts if a["kind"] == "threshold"], expected["threshold_alerts"],
                 {"demo": 0.05, "prod": 2.0}[mode], mode)
@@ -94,7 +94,7 @@ def test_baseline_conformance_case(make_settings, mode, max_offsets):
             assert alert["rule"].startswith("kwh>baseline+3σ over ")
     fixed_ids = {a["alert_id"] for a in alerts if a["kind"] == "threshold"}
     assert not fixed_ids & {a["alert_id"] for a in alerts if a["kind"] == "baseline"}
-    assert len(records(settings, settings.dlq_topic)) == expected["dead_letters"]
+    assert len(records(settings, settings.kafka.dlq_topic)) == expected["dead_letters"]
     assert late == expected["late_readings_dropped"]
 
 
@@ -104,8 +104,8 @@ def test_a_restart_with_new_parameters_learns_them_over_the_history(make_setting
     parameters over the history's readings and phase 2 (tests/reference.py's model)."""
     from test_baseline import contract_model, model_readings
 
-    from pipeline.history import HistoryStore
-    from pipeline.kafka_io import topic_end_offsets
+    from pipeline.core.history import HistoryStore
+    from pipeline.core.kafka import topic_end_offsets
 
     settings = make_settings(run_mode="demo", history_flush_seconds=0.5)
     changed = {"BASELINE_K": "2", "THRESHOLD_KWH": "0.04"}
@@ -114,19 +114,19 @@ def test_a_restart_with_new_parameters_learns_them_over_the_history(make_setting
     try:
         run_cli(settings, "replay", str(CASES / "baseline_demo_phase1.csv"))
         run_cli(settings, "stream", "--once")
-        ends = topic_end_offsets(settings.bootstrap_servers, settings.readings_topic)
-        wait_for("phase 1 in the history", lambda: HistoryStore(settings.history_root).next_offsets(
-            "energy", settings.readings_topic, sorted(ends)) == ends, 120, 1)
+        ends = topic_end_offsets(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
+        wait_for("phase 1 in the history", lambda: HistoryStore(settings.history.history_root).next_offsets(
+            "energy", settings.kafka.readings_topic, sorted(ends)) == ends, 120, 1)
     finally:
         archiver.terminate()
         archiver.wait(60)
-    before = len(records(settings, settings.alerts_topic))
+    before = len(records(settings, settings.kafka.alerts_topic))
 
     run_cli(settings, "replay", str(CASES / "baseline_demo_phase2.csv"))
     restarted = run_cli(settings, "stream", "--once", extra_env=changed)
     assert "seeded the baselines of" in restarted.stderr, restarted.stderr[-3000:]
     assert re.search(r"batches 1\b", restarted.stdout), restarted.stdout  # all of phase 2 in the first batch
-    after = records(settings, settings.alerts_topic)[before:]
+    after = records(settings, settings.kafka.alerts_topic)[before:]
 
     model = contract_model("demo", **changed)
     for phase in (1, 2):

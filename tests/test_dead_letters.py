@@ -43,13 +43,13 @@ def test_each_malformed_line_gets_its_reason(spark, make_settings):
     publish(settings, lines)
     counts = run_job_once(spark, settings)
 
-    letters = records(settings, settings.dlq_topic)
+    letters = records(settings, settings.kafka.dlq_topic)
     assert len(letters) == len(MALFORMED)
     by_raw = {}
     for letter in letters:
         raw = letter["raw"].encode() if letter["raw_is_utf8"] else base64.b64decode(letter["raw"])
         by_raw[raw] = letter
-        assert letter["source_topic"] == settings.readings_topic
+        assert letter["source_topic"] == settings.kafka.readings_topic
         assert isinstance(letter["partition"], int) and isinstance(letter["offset"], int)
     for bad, reason in MALFORMED:
         assert by_raw[bad]["reason"] == reason, bad
@@ -64,7 +64,7 @@ def test_each_malformed_line_gets_its_reason(spark, make_settings):
 
     expect = Expectation(60, 15, Decimal("0.05"), 600)
     expect.batch(valid)
-    alerts = records(settings, settings.alerts_topic)
+    alerts = records(settings, settings.kafka.alerts_topic)
     assert expect.alerts()
     assert {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts} == set(expect.alerts())
 
@@ -73,5 +73,5 @@ def test_offset_timestamps_are_converted_to_utc(spark, make_settings):
     settings = make_settings(run_mode="demo")
     publish(settings, ["2026-07-02T16:00:00+02:00,H043,0.06"])
     run_job_once(spark, settings)
-    alerts = records(settings, settings.alerts_topic)
+    alerts = records(settings, settings.kafka.alerts_topic)
     assert {a["window_start"] for a in alerts} == {iso(T0 - 45 + 15 * i) for i in range(4)}

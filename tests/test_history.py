@@ -14,10 +14,12 @@ import pytest
 from deltalake import DeltaTable
 
 from helpers import publish, records, run_cli, run_job_once, settings_env, wait_for
-from pipeline.contract import parse_reading
-from pipeline.history import HistoryStore
-from pipeline.kafka_io import ReadingProducer
-from pipeline.simulator import Simulator
+from pipeline.core.checkpoint import checkpoint_dir
+from pipeline.core.settings import with_values
+from pipeline.core.contract import parse_reading
+from pipeline.core.history import HistoryStore
+from pipeline.core.kafka import ReadingProducer
+from pipeline.ingest.simulator import Simulator
 from reference import expected_windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -36,7 +38,7 @@ def history(settings, *args: str) -> list[dict]:
 
 def stored_ids(settings) -> list[str]:
     """The history's alert ids, read in this process (polling the CLI would cost a process each)."""
-    return list(HistoryStore(settings.history_root).alerts().alert_id)
+    return list(HistoryStore(settings.history.history_root).alerts().alert_id)
 
 
 def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp_path):
@@ -46,7 +48,7 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
     publish(settings, lines)
     logs = tmp_path / "job.log", tmp_path / "archiver.log"
     job, archiver = start(settings, "stream", logs[0]), start(settings, "archive", logs[1])
-    commits = Path(settings.checkpoint_dir()) / "commits"
+    commits = Path(checkpoint_dir(settings.job)) / "commits"
     wait_for("two committed batches and archived alerts", lambda: (
         job.poll() is None and archiver.poll() is None and commits.is_dir()
         and len(list(commits.glob("[0-9]*"))) >= 2 and stored_ids(settings)), 240, 0.2)
@@ -55,13 +57,13 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
         process.wait()
 
     # The at-least-once sink's duplicates, for certain: every alert so far, delivered again.
-    again = ReadingProducer(settings.bootstrap_servers, settings.alerts_topic)
-    for alert in records(settings, settings.alerts_topic):
+    again = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic)
+    for alert in records(settings, settings.kafka.alerts_topic):
         again.send(alert["household_id"], json.dumps(alert))
     assert again.flush(30) == 0
 
     run_job_once(spark, settings)  # the job restarted from its checkpoint
-    topic_ids = {a["alert_id"] for a in records(settings, settings.alerts_topic)}
+    topic_ids = {a["alert_id"] for a in records(settings, settings.kafka.alerts_topic)}
     archiver = start(settings, "archive", logs[1])
     try:
         wait_for("the history to hold every alert of the topic",
@@ -78,7 +80,7 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
     assert len(ids) == len(set(ids)) == len(topic_ids)
     assert {(a["household_id"], a["window_start"], a["window_end"]) for a in stored if a["kind"] == "threshold"} == \
         expected_windows(lines, settings.rule)
-    by_id = {a["alert_id"]: a for a in records(settings, settings.alerts_topic)}
+    by_id = {a["alert_id"]: a for a in records(settings, settings.kafka.alerts_topic)}
     learned = [a for a in stored if a["kind"] == "baseline"]
     assert learned, "the run is long enough for warm baselines"
     for alert in learned:  # the baseline's explanation is stored as the topic carried it
@@ -101,8 +103,8 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
 def test_a_replay_sent_twice_counts_once_in_the_alerts_and_the_history(make_settings, tmp_path):
     import urllib.request
 
-    from pipeline.broker import free_port
-    from pipeline.kafka_io import topic_end_offsets
+    from pipeline.ops.broker import free_port
+    from pipeline.core.kafka import topic_end_offsets
 
     port = free_port()
     settings = make_settings(run_mode="demo", history_flush_seconds=0.5, history_metrics_port=port)
@@ -116,14 +118,14 @@ def test_a_replay_sent_twice_counts_once_in_the_alerts_and_the_history(make_sett
             run_cli(settings, "replay", str(path))
             summaries.append(run_cli(settings, "stream", "--once").stdout)
         assert "duplicate readings 0" in summaries[0] and f"duplicate readings {len(lines)}" in summaries[1]
-        alerts = [a for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"]
+        alerts = [a for a in records(settings, settings.kafka.alerts_topic) if a["kind"] == "threshold"]
         expected = expected_windows(lines, settings.rule)
         assert expected and len(alerts) == len(expected)
         assert {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts} == expected
 
-        ends = topic_end_offsets(settings.bootstrap_servers, settings.readings_topic)
-        wait_for("both replays archived", lambda: HistoryStore(settings.history_root).next_offsets(
-            "energy", settings.readings_topic, sorted(ends)) == ends, 120, 1)
+        ends = topic_end_offsets(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
+        wait_for("both replays archived", lambda: HistoryStore(settings.history.history_root).next_offsets(
+            "energy", settings.kafka.readings_topic, sorted(ends)) == ends, 120, 1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             scraped = response.read().decode()
         assert f"energy_history_duplicate_readings_total {float(len(lines))}" in scraped
@@ -134,7 +136,7 @@ def test_a_replay_sent_twice_counts_once_in_the_alerts_and_the_history(make_sett
 
 
 def total_energy(settings) -> Decimal:
-    table = DeltaTable(f"{settings.history_root}/energy").to_pyarrow_table(columns=["kwh"])
+    table = DeltaTable(f"{settings.history.history_root}/energy").to_pyarrow_table(columns=["kwh"])
     return Decimal(str(sum(table.column("kwh").to_pylist())))
 
 
@@ -179,9 +181,9 @@ class Record:
 def test_a_retried_batch_appends_its_energy_once(tmp_path, kafka):
     from prometheus_client import CollectorRegistry
 
-    from pipeline.archiver import ArchiveConfig, Archiver
-    from pipeline.history import HistoryUnavailable
-    from pipeline.metrics import HistoryMetrics
+    from pipeline.archiver.archive import Archiver
+    from pipeline.core.history import HistoryUnavailable
+    from pipeline.core.metrics import HistoryMetrics
 
     class FailsAlertsOnce(HistoryStore):
         failed = False
@@ -194,8 +196,8 @@ def test_a_retried_batch_appends_its_energy_once(tmp_path, kafka):
 
     store = FailsAlertsOnce(str(tmp_path / "history"))
     store.create()
-    archiver = Archiver(ArchiveConfig(kafka, "r", "a", "g", 15, 1024, 10.0), store,
-                        HistoryMetrics(CollectorRegistry()))
+    history = with_values(None, bootstrap_servers=kafka, readings_topic="r", alerts_topic="a", history_group="g").history
+    archiver = Archiver(history, store, HistoryMetrics(CollectorRegistry()))
     alert = {"alert_id": "x1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
              "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05,
              "rule": "kwh>0.05 over 1 minute", "mode": "demo", "detected_at": "2026-07-02T14:01:00Z"}
@@ -209,9 +211,9 @@ def test_a_retried_batch_appends_its_energy_once(tmp_path, kafka):
 def test_a_commit_reported_failed_after_it_was_written_is_not_appended_again(tmp_path, kafka):
     from prometheus_client import CollectorRegistry
 
-    from pipeline.archiver import ArchiveConfig, Archiver
-    from pipeline.history import HistoryUnavailable
-    from pipeline.metrics import HistoryMetrics
+    from pipeline.archiver.archive import Archiver
+    from pipeline.core.history import HistoryUnavailable
+    from pipeline.core.metrics import HistoryMetrics
 
     class WritesThenFailsOnce(HistoryStore):
         failed = False
@@ -225,8 +227,8 @@ def test_a_commit_reported_failed_after_it_was_written_is_not_appended_again(tmp
 
     store = WritesThenFailsOnce(str(tmp_path / "history"))
     store.create()
-    archiver = Archiver(ArchiveConfig(kafka, "r", "a", "g", 15, 1024, 10.0), store,
-                        HistoryMetrics(CollectorRegistry()))
+    history = with_values(None, bootstrap_servers=kafka, readings_topic="r", alerts_topic="a", history_group="g").history
+    archiver = Archiver(history, store, HistoryMetrics(CollectorRegistry()))
     archiver._committed = {("r", 0): 0, ("a", 0): 0}
     archiver._write_until_done([Record("r", 0, b"2026-07-02T14:00:15Z,H001,0.25")], threading.Event())
     assert store.failed and list(store.energy("H001").kwh) == [0.25]
@@ -239,14 +241,15 @@ def test_a_commit_reported_failed_after_it_was_written_is_not_appended_again(tmp
 # to finish, and it aborted in 0 of 40 runs even before the fix.
 _READ_AND_EXIT = """
 import sys
-from pipeline.history import HistoryStore
+from pipeline.core.history import HistoryStore
+from pipeline.core.checkpoint import checkpoint_dir
 store = HistoryStore(sys.argv[1])
 print(store._dataset("alerts", store._open("alerts")).to_table().num_rows)
 """
 
 
 def test_reading_the_history_exits_cleanly(tmp_path):
-    from pipeline.history import alerts_table
+    from pipeline.core.history import alerts_table
 
     store = HistoryStore(str(tmp_path / "history"))
     store.create()
@@ -268,10 +271,13 @@ def test_an_alerts_table_written_before_the_baseline_rule_is_read_and_extended(t
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from pipeline.config import Settings
-    from pipeline.history import ALERTS_SCHEMA, BASELINE_FIELDS, TABLE_PROPERTIES, alerts_table
+    from pipeline.core.settings import with_values
+    from pipeline.core.alert import EXPLAINING
+    from pipeline.core.history import ALERTS_SCHEMA, TABLE_PROPERTIES, alerts_table
 
-    old_schema = pa.schema([f for f in ALERTS_SCHEMA if f.name not in ("kind", *BASELINE_FIELDS)])
+    baseline_fields = [f.name for f in EXPLAINING]
+
+    old_schema = pa.schema([f for f in ALERTS_SCHEMA if f.name not in ("kind", *baseline_fields)])
     old = {"alert_id": "old-1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
            "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05, "rule": "kwh>0.05 over 1 minute",
            "mode": "demo", "detected_at": "2026-07-02T14:00:50Z"}
@@ -282,7 +288,7 @@ def test_an_alerts_table_written_before_the_baseline_rule_is_read_and_extended(t
 
     store = HistoryStore(str(root))
     store.create()
-    assert {"kind", *BASELINE_FIELDS} <= set(DeltaTable(str(root / "alerts")).schema().to_arrow().names)
+    assert {"kind", *baseline_fields} <= set(DeltaTable(str(root / "alerts")).schema().to_arrow().names)
     learned = {**old, "alert_id": "new-1", "window_start": "2026-07-02T14:05:00Z", "window_end": "2026-07-02T14:06:00Z",
                "kind": "baseline", "threshold_kwh": 0.031, "rule": "kwh>baseline+3σ over 1 minute (slot: one for all times)",
                "baseline_kwh": 0.012, "baseline_sigma_kwh": 0.004, "baseline_windows": 9, "slot": 0}
@@ -291,6 +297,6 @@ def test_an_alerts_table_written_before_the_baseline_rule_is_read_and_extended(t
     stored = store.alerts()
     assert list(stored.alert_id) == ["old-1", "new-1"] and list(stored.kind) == ["threshold", "baseline"]
     assert stored.baseline_kwh.isna().tolist() == [True, False] and int(stored.baseline_windows.iloc[1]) == 9
-    shown = run_cli(Settings(history_root=str(root)), "history").stdout.splitlines()
+    shown = run_cli(with_values(None, history_root=str(root)), "history").stdout.splitlines()
     assert [json.loads(line)["alert_id"] for line in shown] == ["old-1", "new-1"]
     assert "baseline_kwh" not in json.loads(shown[0]) and json.loads(shown[1])["baseline_kwh"] == 0.012

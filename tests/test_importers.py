@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from helpers import SHARED
-from pipeline import importers
-from pipeline.importers import convert
+from pipeline.ingest import importers
+from pipeline.ingest.importers import convert
 
 REAL = SHARED / "data" / "real"
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from helpers import dashboard_queries, free_port, isolated_stack, prom_query, publish, run_cli, up, wait_for
-from pipeline.history import AlertQuery, HistoryStore
-from pipeline.exporter import KafkaBrokerCollector
+from pipeline.core.history import AlertQuery, HistoryStore
+from pipeline.ops.exporter import KafkaBrokerCollector
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -71,23 +71,23 @@ def test_metrics_dashboards_and_paging(tmp_path):
     up(settings)
     try:
         publish(settings, [b"2026-07-02T14:00:00Z,H001,NaN", b"not,a,reading", b"\xff,H001,1"])
-        history = HistoryStore(settings.history_root)
+        history = HistoryStore(settings.history.history_root)
         wait_for("the archiver to keep alerts", lambda: not history.alerts(AlertQuery(limit=1)).empty, 120, 1)
 
         until_nothing_missing("metrics without data", lambda: [
-            m for m in CONTRACT_METRICS if not prom_query(settings.prometheus_port, m)])
+            m for m in CONTRACT_METRICS if not prom_query(settings.stack.prometheus_port, m)])
         until_nothing_missing("dashboard panels without data", lambda: [
             (d, title, expr) for d, title, expr in dashboard_queries()
-            if not prom_query(settings.prometheus_port, expr)])
+            if not prom_query(settings.stack.prometheus_port, expr)])
 
         assert "stopped" in run_cli(settings, "down", "stream", timeout=120).stdout
         wait_for("EnergyStreamJobDown to fire in Prometheus", lambda: prom_query(
-            settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown", alertstate="firing"}'), 180)
+            settings.stack.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown", alertstate="firing"}'), 180)
         wait_for("the webhook to receive EnergyStreamJobDown", lambda: "firing" in webhook.statuses("EnergyStreamJobDown"), 120)
 
         up(settings, "stream")
         wait_for("EnergyStreamJobDown to resolve", lambda: "resolved" in webhook.statuses("EnergyStreamJobDown"), 240)
-        assert not prom_query(settings.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown"}')
+        assert not prom_query(settings.stack.prometheus_port, 'ALERTS{alertname="EnergyStreamJobDown"}')
     finally:
         run_cli(settings, "down", timeout=180, check=False)
         webhook.server.shutdown()

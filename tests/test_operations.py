@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from helpers import ROOT, isolated_stack, run_cli, wait_for
-from pipeline import processes
-from pipeline.importers import convert
-from pipeline.processes import PidFile
+from pipeline.ops import processes
+from pipeline.ingest.importers import convert
+from pipeline.ops.processes import PidFile
 
 
 def alive(pid: int) -> bool:
@@ -25,7 +25,7 @@ def test_a_pid_file_naming_an_unrelated_live_process_is_not_signalled(tmp_path):
     unrelated = subprocess.Popen(["sleep", "300"])
     try:
         settings = isolated_stack(tmp_path)
-        run_dir = Path(settings.var_dir) / "run"
+        run_dir = Path(settings.stack.var_dir) / "run"
         run_dir.mkdir(parents=True)
         ticks = processes.start_ticks(unrelated.pid)
         # Same pid, another process's start time.

@@ -1,4 +1,4 @@
-"""The pane state machine against the naive reference, without Spark."""
+"""The pane table and the fixed rule (the job's state step) against the naive reference, without Spark."""
 from __future__ import annotations
 
 import random
@@ -7,23 +7,39 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from pipeline.panes import PaneState, advance, household_code, household_id
+from pipeline.core.settings import Rule
+from pipeline.job.panes import PaneState, household_code, household_id
 from reference import Expectation, iso
+from steps import empty, run_step, stored_again
 
 UNITS = 1_000_000_000
 
 
+def rule_of(window_s: int, slide_s: int, threshold, watermark_s: int = 600) -> Rule:
+    return Rule(window_duration=window_s, slide_duration=slide_s, threshold_kwh=float(threshold), watermark_delay=watermark_s)
+
+
+def readings(households, panes, units, record_ms=None, seconds=None) -> dict:
+    out = {"households": np.asarray(households), "panes": np.asarray(panes), "units": np.asarray(units)}
+    if record_ms is not None:
+        out["record_ms"] = np.asarray(record_ms)
+    if seconds is not None:
+        out["seconds"] = np.asarray(seconds)
+    return out
+
+
 def run_batches(batches, window_s, slide_s, threshold, watermark_s):
-    """Drive panes.advance batch by batch with Spark's watermark rule; return alerts and late."""
-    state, watermark_ms, max_event = PaneState.empty(), 0, None
+    """Drive the state step batch by batch with Spark's watermark rule; return alerts and late."""
+    state, watermark_ms, max_event = empty(), 0, None
+    rule = rule_of(window_s, slide_s, threshold, watermark_s)
     fired, late = [], 0
     for batch in batches:
         households = np.array([household_code(h) for _, h, _ in batch], dtype=np.int64)
         seconds = np.array([t for t, _, _ in batch], dtype=np.int64)
         units = np.array([round(Decimal(k) * UNITS) for _, _, k in batch], dtype=np.int64)
-        result = advance(state, households, seconds // slide_s, units, watermark_ms, slide_s,
-                         window_s // slide_s, round(Decimal(threshold) * UNITS))
-        state = PaneState.from_bytes(*result.state.to_bytes())  # as Spark stores it
+        result = run_step(state, rule, readings(households, seconds // slide_s, units, seconds=seconds % slide_s),
+                          watermark_ms)
+        state = stored_again(result.state)  # as Spark stores it
         late += result.late_readings
         for h, p, u in zip(result.alerts.household, result.alerts.start_pane, result.alerts.units):
             fired.append(((household_id(h), iso(int(p) * slide_s), iso(int(p) * slide_s + window_s)), Decimal(int(u)) / UNITS))
@@ -45,12 +61,15 @@ def reference(batches, window_s, slide_s, threshold, watermark_s):
 def test_random_streams_match_reference(window_s, slide_s, threshold, seed):
     rng = random.Random(seed)
     start = 1_767_225_600  # 2026-01-01T00:00:00Z
-    batches = []
+    batches, sent = [], set()
     for b in range(5):
         batch = []
         for _ in range(rng.randint(0, 200)):
             t = start + b * 300 + rng.randint(-900, 600)  # disorder, some far behind the watermark
-            batch.append((t, f"H{rng.randint(1, 7):03d}", f"{rng.uniform(0, 0.04):.5f}"))
+            household = f"H{rng.randint(1, 7):03d}"
+            if (t, household) not in sent:  # a repeat counts once: tested on its own below
+                sent.add((t, household))
+                batch.append((t, household, f"{rng.uniform(0, 0.04):.5f}"))
         batches.append(batch)
     fired, late, _ = run_batches(batches, window_s, slide_s, threshold, 600)
     expect = reference(batches, window_s, slide_s, threshold, 600)
@@ -79,13 +98,13 @@ def test_state_keeps_only_open_windows():
     t = 1_767_225_600
     batches = [[(t, "H001", "0.1")], [(t + 3600, "H002", "0.01")], [(t + 3601, "H002", "0.01")]]
     _, _, state = run_batches(batches, 60, 15, "0.05", 600)
-    assert set(state.households) == {household_code("H002")}
-    assert set(state.alerted_households) == set()
+    assert set(state.panes.households) == {household_code("H002")}
+    assert set(state.fixed.households) == set()
 
 
 @pytest.mark.parametrize("seed", range(50))
 def test_window_starts_are_every_window_that_contains_a_touched_pane(seed):
-    from pipeline.panes import _window_starts
+    from pipeline.job.panes import _window_starts
 
     rng = np.random.default_rng(seed)
     touched = np.unique(rng.integers(0, 500, size=rng.integers(1, 60)))
@@ -100,7 +119,7 @@ def test_alert_carries_the_newest_record_time_of_its_window_in_the_batch():
     panes = np.array([1, 2, 5, 1])
     units = np.array([30, 30, 25, 1]) * 1_000_000
     record_ms = np.array([1000, 2000, 9000, 5000])
-    result = advance(PaneState.empty(), households, panes, units, 0, 15, 4, 50_000_000, record_ms)
+    result = run_step(empty(), rule_of(60, 15, 0.05), readings(households, panes, units, record_ms), 0)
     crossed = dict(zip(result.alerts.start_pane, result.alerts.crossed_ms))
     assert crossed == {-1: 2000, 0: 2000, 1: 2000, 2: 9000}
 
@@ -109,12 +128,11 @@ def test_a_pane_the_state_already_holds_gives_its_alert_the_batch_reading_s_reco
     # H1: 30 at pane 1 in the first batch (record time 1 s); then 15 more at pane 1 (4 s) and 10
     # at pane 2 (3 s). Windows with both panes cross in the second batch, when the 4 s reading
     # is the newest of the batch's in each: the state's row of pane 1 has no record time to give.
-    first = advance(PaneState.empty(), np.array([1]), np.array([1]), np.array([30_000_000]), 0, 15, 4,
-                    50_000_000, np.array([1000]))
+    rule = rule_of(60, 15, 0.05)
+    first = run_step(empty(), rule, readings([1], [1], [30_000_000], [1000]), 0)
     assert first.alerts.empty
-    state = PaneState.from_bytes(*first.state.to_bytes())
-    second = advance(state, np.array([1, 1]), np.array([1, 2]), np.array([15_000_000, 10_000_000]), 0, 15, 4,
-                     50_000_000, np.array([4000, 3000]))
+    second = run_step(stored_again(first.state), rule, readings([1, 1], [1, 2], [15_000_000, 10_000_000],
+                                                                 [4000, 3000], [5, 1]), 0)
     assert dict(zip(second.alerts.start_pane, second.alerts.crossed_ms)) == {-1: 4000, 0: 4000, 1: 4000}
 
 
@@ -136,11 +154,11 @@ def test_household_codes_differ_by_leading_zeros():
     ([-3, 0, 2**62, 1], [-5, 2**40, -(2**40), 7]),  # extremes
 ])
 def test_state_bytes_round_trip(units, panes):
-    state = PaneState.from_rows(np.array([3, 3, 9, 9]), np.array(panes), np.array(units), np.array([9]), np.array([100]))
-    back = PaneState.from_bytes(*state.to_bytes())
-    for name in ("names", "runs", "households", "panes", "units", "alerted_households", "alerted_starts"):
+    state = PaneState.from_rows(np.array([3, 3, 9, 9]), np.array(panes), np.array(units))
+    back = PaneState.from_bytes(state.to_bytes())
+    for name in ("names", "runs", "households", "panes", "units"):
         assert np.array_equal(getattr(back, name), getattr(state, name)), name
-    assert PaneState.from_bytes(*PaneState.empty().to_bytes()).is_empty()
+    assert PaneState.from_bytes(PaneState.empty().to_bytes()).is_empty()
 
 
 @pytest.mark.parametrize("gap, off_grid, bytes_a_pane", [(False, False, 2), (True, False, 3), (False, True, 4)])
@@ -152,12 +170,11 @@ def test_state_of_five_decimal_readings_takes_two_bytes_a_pane_three_with_gaps(g
     units = rng.integers(1, 5_000, len(panes)) * 10_000  # 0.00001 .. 0.05 kWh
     seconds = rng.integers(0, 15, len(panes)) if off_grid else np.zeros(len(panes), dtype=np.int64)
     seen = np.left_shift(np.uint64(1), seconds.astype(np.uint64)).reshape(-1, 1)
-    empty = np.array([], dtype=np.int64)
-    state = PaneState.from_rows(households, panes, units, empty, empty, seen)
-    blob, alerted = state.to_bytes()
+    state = PaneState.from_rows(households, panes, units, seen)
+    blob = state.to_bytes()
     assert len(blob) <= bytes_a_pane * len(panes) + 16 * 1_000 + 96
     assert len(blob) > (bytes_a_pane - 1) * len(panes) + 16 * 1_000
-    decoded = PaneState.from_bytes(blob, alerted)
+    decoded = PaneState.from_bytes(blob)
     assert np.array_equal(decoded.panes, panes) and np.array_equal(decoded.seen, seen)
 
 
@@ -165,34 +182,35 @@ def test_a_reading_sent_again_counts_once_in_its_batch_and_in_later_ones():
     t = 1_767_225_600 // 15
     households, panes = np.array([1, 1, 1, 2]), np.array([t, t, t, t])
     units, seconds = np.array([30, 30, 40, 50]), np.array([0, 0, 7, 0])  # the second line repeats the first
-    first = advance(PaneState.empty(), households, panes, units, 0, 15, 4, 1000, seconds=seconds)
+    rule = rule_of(60, 15, 1e-6)
+    first = run_step(empty(), rule, readings(households, panes, units, seconds=seconds), 0)
     assert first.duplicates == 1
-    assert set(zip(first.state.households.tolist(), first.state.units.tolist())) == {(1, 70), (2, 50)}
-    state = PaneState.from_bytes(*first.state.to_bytes())
+    assert set(zip(first.state.panes.households.tolist(), first.state.panes.units.tolist())) == {(1, 70), (2, 50)}
     # A retransmission of all four, and one new reading: only the new one counts.
-    again = advance(state, np.array([1, 1, 1, 2, 2]), np.array([t, t, t, t, t]), np.array([30, 30, 40, 50, 5]),
-                    0, 15, 4, 1000, seconds=np.array([0, 0, 7, 0, 3]))
+    again = run_step(stored_again(first.state), rule, readings([1, 1, 1, 2, 2], [t] * 5, [30, 30, 40, 50, 5],
+                                                                seconds=[0, 0, 7, 0, 3]), 0)
     assert again.duplicates == 4
-    assert set(zip(again.state.households.tolist(), again.state.units.tolist())) == {(1, 70), (2, 55)}
+    assert set(zip(again.state.panes.households.tolist(), again.state.panes.units.tolist())) == {(1, 70), (2, 55)}
     # The first to arrive counts, even with another value.
-    changed = advance(again.state, np.array([2]), np.array([t]), np.array([999]), 0, 15, 4, 1000,
-                      seconds=np.array([3]))
-    assert changed.duplicates == 1 and 999 not in changed.state.units
+    changed = run_step(again.state, rule, readings([2], [t], [999], seconds=[3]), 0)
+    assert changed.duplicates == 1 and 999 not in changed.state.panes.units
 
 
 def test_state_of_another_format_is_refused():
-    blob, alerted = PaneState.empty().to_bytes()
+    blob = PaneState.empty().to_bytes()
     with pytest.raises(ValueError, match="another version's checkpoint"):
-        PaneState.from_bytes(np.int64(2).tobytes() + blob[8:], alerted)
+        PaneState.from_bytes(np.int64(2).tobytes() + blob[8:])
 
 
 def test_households_outside_the_batch_are_carried_until_their_panes_close():
     t = 1_767_225_600 // 15  # pane index
-    first = advance(PaneState.empty(), np.array([1, 2]), np.array([t, t + 1]), np.array([10, 20]), 0, 15, 4, 100)
+    rule = rule_of(60, 15, 1e-7)
+    first = run_step(empty(), rule, readings([1, 2], [t, t + 1], [10, 20]), 0)
     # Household 2 sends again; household 1's panes are still in open windows and stay as they were.
-    second = advance(first.state, np.array([2]), np.array([t + 2]), np.array([5]), (t + 1) * 15_000, 15, 4, 100)
-    rows = set(zip(second.state.households.tolist(), second.state.panes.tolist(), second.state.units.tolist()))
+    second = run_step(first.state, rule, readings([2], [t + 2], [5]), (t + 1) * 15_000)
+    panes = second.state.panes
+    rows = set(zip(panes.households.tolist(), panes.panes.tolist(), panes.units.tolist()))
     assert rows == {(1, t, 10), (2, t + 1, 20), (2, t + 2, 5)}
     # Once household 1's newest pane can no longer be in an open window, it goes.
-    third = advance(second.state, np.array([2]), np.array([t + 6]), np.array([5]), (t + 5) * 15_000, 15, 4, 100)
-    assert set(third.state.names.tolist()) == {2}
+    third = run_step(second.state, rule, readings([2], [t + 6], [5]), (t + 5) * 15_000)
+    assert set(third.state.panes.names.tolist()) == {2}

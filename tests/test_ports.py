@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from pipeline import ports
+from pipeline.ops import ports
 
 CONFIG = {"services": {
     "kafka": {"ports": ["127.0.0.1:9092:9092/tcp"]},
@@ -72,7 +72,7 @@ def test_the_cli_imports_without_the_development_dependencies():
                "        if name.split('.')[0] in ('yaml', 'pytest', 'kafka', 'grafana_foundation_sdk'):\n"
                "            raise ImportError('blocked: ' + name)\n"
                "sys.meta_path.insert(0, Block())\n"
-               "import pipeline.cli, pipeline.ports, pipeline.stack\n"
-               "print(pipeline.ports.describe(1, __import__('pathlib').Path('var')))\n")
+               "import pipeline.cli, pipeline.ops.ports, pipeline.ops.stack\n"
+               "print(pipeline.ops.ports.describe(1, __import__('pathlib').Path('var')))\n")
     result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip(), result.stderr

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers import ROOT, settings_env
-from pipeline.kafka_io import read_topic
+from pipeline.core.kafka import read_topic
 
 pytestmark = [pytest.mark.kafka]
 
@@ -36,6 +36,6 @@ def test_a_stopped_producer_counts_every_reading_it_sent(make_settings, sig):
     sent, acknowledged, failed, unacknowledged = map(int, summary[-1])
     assert producer.returncode == 0, output[-2000:]
     assert sent > 0 and acknowledged == sent and failed == 0 and unacknowledged == 0, summary
-    in_topic = sum(1 for _ in read_topic(settings.bootstrap_servers, settings.readings_topic, stop_at_end=True,
+    in_topic = sum(1 for _ in read_topic(settings.kafka.bootstrap_servers, settings.kafka.readings_topic, stop_at_end=True,
                                          idle_timeout_s=10))
     assert in_topic == sent

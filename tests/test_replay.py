@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import run_cli
-from pipeline.kafka_io import read_topic
+from pipeline.core.kafka import read_topic
 
 pytestmark = [pytest.mark.kafka]
 
@@ -23,7 +23,7 @@ def test_a_line_kafka_refuses_is_reported_by_number_and_the_rest_is_delivered(ma
     assert f"{path}:2: skipped: refused by Kafka" in result.stderr
     assert "Traceback" not in result.stderr
     assert "lines read 3, published 2, skipped 0, refused 1, failed 0" in result.stdout
-    delivered = [m.value().decode() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+    delivered = [m.value().decode() for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.readings_topic,
                                                         stop_at_end=True)]
     assert sorted(delivered) == good
 

@@ -4,7 +4,6 @@ Everything runs through the real `energy-monitor stream --once` against the sess
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import time
@@ -13,8 +12,10 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.core.settings import ReadingsSettings, with_values
+
 from helpers import publish, records, run_job_once
-from pipeline.contract import DEAD_LETTER_RAW_CHARS
+from pipeline.core.contract import DEAD_LETTER_RAW_CHARS
 from reference import Expectation, iso
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -58,11 +59,11 @@ def test_poison_lines_among_valid_ones_do_not_stop_or_silence_alerting(make_sett
     run_job_once(spark, settings)
     expect.batch(phase2)
 
-    alerts = records(settings, settings.alerts_topic)
+    alerts = records(settings, settings.kafka.alerts_topic)
     assert expect.alerts() and len(expect.alerts()) > 8
     assert {(a["household_id"], a["window_start"], a["window_end"]) for a in alerts} == set(expect.alerts())
 
-    letters = records(settings, settings.dlq_topic)
+    letters = records(settings, settings.kafka.dlq_topic)
     assert sorted(letter["reason"] for letter in letters) == sorted(reason for _, reason in POISON)
     for line, reason in POISON:
         digest = hashlib.sha256(line).hexdigest()
@@ -88,22 +89,22 @@ def test_a_new_checkpoint_starts_from_recent_readings(make_settings, spark, tmp_
     only_fresh = Expectation(60, 15, Decimal("0.05"), 600)
     only_fresh.batch(fresh)
     alerts = {(a["household_id"], a["window_start"], a["window_end"])
-              for a in records(settings, settings.alerts_topic)}
+              for a in records(settings, settings.kafka.alerts_topic)}
     assert only_fresh.alerts() and alerts == set(only_fresh.alerts())
 
-    replay = dataclasses.replace(settings, starting_offsets="earliest", alerts_topic=settings.alerts_topic + "_all",
+    replay = with_values(settings, starting_offsets="earliest", alerts_topic=settings.kafka.alerts_topic + "_all",
                                  checkpoint_root=str(tmp_path / "replay"))
     run_job_once(spark, replay)
     everything = Expectation(60, 15, Decimal("0.05"), 600)
     everything.batch(old + fresh)
     alerts = {(a["household_id"], a["window_start"], a["window_end"])
-              for a in records(replay, replay.alerts_topic)}
+              for a in records(replay, replay.kafka.alerts_topic)}
     assert alerts == set(everything.alerts()) and len(alerts) > len(only_fresh.alerts())
 
 
 def threshold_alerts(settings) -> set[tuple[str, str, str]]:
     return {(a["household_id"], a["window_start"], a["window_end"])
-            for a in records(settings, settings.alerts_topic) if a["kind"] == "threshold"}
+            for a in records(settings, settings.kafka.alerts_topic) if a["kind"] == "threshold"}
 
 
 def test_a_new_checkpoint_reads_no_old_record_after_a_fresh_one(make_settings, spark):
@@ -150,7 +151,7 @@ EDGE_HOUSEHOLDS = ["H001", "H12", "H000000000000", "H1234567890123", "h001", "H0
 def test_common_path_and_field_by_field_checks_agree(spark):
     """The common-line shortcut gives every line the same reason and values as checking it
     field by field, on the edges of each field's format and range."""
-    from pipeline.validate import parse_readings
+    from pipeline.job.validate import parse_readings
 
     now = int(time.time())
     lines = [f"{ts},H001,0.5" for ts in EDGE_TIMESTAMPS] + [f"{iso(now - 60)},{h},0.5" for h in EDGE_HOUSEHOLDS]
@@ -163,13 +164,13 @@ def test_common_path_and_field_by_field_checks_agree(spark):
                                 "value binary, topic string, partition int, offset long, timestamp timestamp")
 
     def parsed(common_path: bool) -> dict:
-        rows = parse_readings(raw, 10.0, 64, 3600, common_path=common_path).collect()
+        rows = parse_readings(raw, ReadingsSettings(10.0, 64, 3600), common_path=common_path).collect()
         return {r.record_time: (r.reason, r.event_time, r.household_id, r.kwh_units,
                                 json.loads(r.dead_letter)["offset"] if r.dead_letter else None) for r in rows}
 
     # The shortcut must take the common line, or the comparison below holds trivially.
     from pyspark.sql import functions as F
-    from pipeline.contract import COMMON_LINE_RE
+    from pipeline.core.contract import COMMON_LINE_RE
 
     assert spark.range(1).select(F.lit(f"{iso(now - 60)},H001,0.5").rlike(COMMON_LINE_RE)).first()[0]
     fast, precise = parsed(True), parsed(False)
@@ -183,7 +184,7 @@ def test_common_path_and_field_by_field_checks_agree(spark):
 def test_round_half_up_is_sparks_round_for_non_negative_values(spark):
     """The parse's rounding of nano-kWh is F.round's, on ties and on values a ulp away from them."""
     from pyspark.sql import functions as F
-    from pipeline.validate import round_half_up
+    from pipeline.job.validate import round_half_up
 
     values = [0.0, -0.0, 0.5, 1.5, 2.5, 0.49999999999999994, 1 - 2 ** -53, 12340000.000000002, 12339999.5,
               4503599627370495.5, 2.0 ** 52, 2.0 ** 53 + 2, 123456789.49999999, 1e18, 999999999.5000001]
@@ -196,7 +197,7 @@ def test_valid_lines_parse_to_their_fields(spark):
     """Both paths cut a valid line into the instant, id and energy written in it: the fields are
     cut at the commas in the line's bytes, not by F.split (the two paths share that cut, so the
     test above cannot see it)."""
-    from pipeline.validate import parse_readings
+    from pipeline.job.validate import parse_readings
 
     now = int(time.time()) - 3600
     lines = {f"{iso(now)},H001,0.01234": (now, "H001", 12_340_000),
@@ -207,7 +208,7 @@ def test_valid_lines_parse_to_their_fields(spark):
                                  for i, line in enumerate(lines)],
                                 "value binary, topic string, partition int, offset long, timestamp timestamp")
     for common_path in (True, False):
-        rows = sorted(parse_readings(raw, 10.0, 64, 3600, common_path=common_path).collect(),
+        rows = sorted(parse_readings(raw, ReadingsSettings(10.0, 64, 3600), common_path=common_path).collect(),
                       key=lambda r: r.record_time)
         assert [(r.reason, int(r.event_time.timestamp()), r.household_id, r.kwh_units)
                 for r in rows] == [(None, *expected) for expected in lines.values()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.runs import RunRecord, batch_readings, cause_of, pending_batch
+from pipeline.job.runs import RunRecord, batch_readings, cause_of, pending_batch
 
 OOM_TASK = ("org.apache.spark.SparkException: Job aborted due to stage failure: Task 1 in stage 29.0 failed 1 "
             "times, most recent failure: Lost task 1.0 in stage 29.0 (TID 89) (localhost executor driver): "

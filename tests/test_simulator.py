@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from pipeline.simulator import Simulator, format_reading, household_ids, profile_kw
+from pipeline.ingest.simulator import Simulator, format_reading, household_ids, profile_kw
 
 LINE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z,H\d{3,},\d+\.\d{5}$")
 

@@ -1,16 +1,17 @@
 """`energy-monitor up/status/down`: the local stack as `make up` starts it, on its own ports."""
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from collections import Counter
 
 import pytest
 
+from pipeline.core.settings import with_values
+
 from helpers import free_port, isolated_stack, run_cli, up
-from pipeline.kafka_io import read_topic
-from pipeline.stack import components
+from pipeline.core.kafka import read_topic
+from pipeline.ops.stack import components
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -27,7 +28,7 @@ def test_up_gives_demo_alerts_and_down_stops_everything(tmp_path):
         # A bound for a hung job, not a latency claim: in one CI run (three test workers on a
         # slower host) the query started 67 s after `up` and its first batch took 42 s more.
         while alert is None and time.monotonic() - started < 300:
-            alert = next(iter(read_topic(settings.bootstrap_servers, settings.alerts_topic,
+            alert = next(iter(read_topic(settings.kafka.bootstrap_servers, settings.kafka.alerts_topic,
                                          idle_timeout_s=2)), None)
         assert alert is not None, (tmp_path / "var" / "log" / "stream.log").read_text()[-3000:]
         assert b'"mode":"demo"' in alert.value()
@@ -51,7 +52,7 @@ def test_up_gives_demo_alerts_and_down_stops_everything(tmp_path):
 
 
 def test_cli_errors_are_one_line(make_settings, tmp_path):
-    dead = dataclasses.replace(make_settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")
+    dead = with_values(make_settings(), bootstrap_servers=f"127.0.0.1:{free_port()}")
     result = run_cli(dead, "alerts", "--timeout", "1", check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("energy-monitor: error: cannot reach Kafka")
@@ -65,10 +66,10 @@ def test_cli_errors_are_one_line(make_settings, tmp_path):
 def test_restarted_simulator_continues_its_clock(make_settings):
     settings = make_settings(households=5)
     run_cli(settings, "produce", "--count", "50", "--no-pacing")  # 10 ticks, 150 s ahead of now
-    first = Counter(m.value() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+    first = Counter(m.value() for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.readings_topic,
                                                   stop_at_end=True))
     run_cli(settings, "produce", "--count", "5", "--no-pacing")
-    every = Counter(m.value() for m in read_topic(settings.bootstrap_servers, settings.readings_topic,
+    every = Counter(m.value() for m in read_topic(settings.kafka.bootstrap_servers, settings.kafka.readings_topic,
                                                   stop_at_end=True))
     second = every - first
     assert sum(first.values()) == 50 and sum(second.values()) == 5

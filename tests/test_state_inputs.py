@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import make_rule
-from pipeline.stream import WATERMARK_DELAY_KEY, stage_panes, state_inputs
-from pipeline.validate import parse_readings
+from pipeline.core.settings import ReadingsSettings, Rule
+from pipeline.job.stage import WATERMARK_DELAY_KEY, stage_panes, state_inputs
+from pipeline.job.validate import parse_readings
 
 pytestmark = [pytest.mark.spark]
 
@@ -15,12 +15,12 @@ pytestmark = [pytest.mark.spark]
 def test_only_integers_and_the_dead_letter_reach_the_state_function(spark):
     from pyspark.sql import functions as F
 
-    rule = make_rule("prod", watermark="7 minutes")
+    rule = Rule(run_mode="prod", watermark_delay=7 * 60)
     raw = spark.createDataFrame([(b"2026-01-05T17:00:15Z,H001,0.01234", 3), (b"not a reading", 4)],
                                 "value binary, offset long").select(
         "value", F.lit("energy_readings").alias("topic"), F.lit(0).alias("partition"), "offset",
         F.current_timestamp().alias("timestamp"))
-    staged = stage_panes(parse_readings(raw, 100.0, 1024, 300), 64, 2)
+    staged = stage_panes(parse_readings(raw, ReadingsSettings(100.0, 1024, 300)), 64, 2)
     inputs = state_inputs(staged, rule)
 
     kinds = {f.name: f.dataType.simpleString() for f in inputs.schema.fields}

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from helpers import publish, settings_env, wait_for
-from pipeline.simulator import Simulator
+from pipeline.ingest.simulator import Simulator
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -49,22 +49,22 @@ def test_lag_falls_to_zero_after_catching_up_and_grows_while_the_job_is_stopped(
     job = start(settings, "stream", tmp_path / "stream.log")
     try:
         behind = wait_for("the job to report lag while it works through the backlog", lambda: (
-            s := scrape(settings.exporter_port)) and max(values(s, "energy_stream_partition_offsets_behind")) > 0
+            s := scrape(settings.stack.exporter_port)) and max(values(s, "energy_stream_partition_offsets_behind")) > 0
             and s, 180, 0.5)
         assert max(values(behind, "energy_stream_lag_seconds")) > 0
-        assert len(values(behind, "energy_stream_lag_seconds")) == settings.readings_partitions
+        assert len(values(behind, "energy_stream_lag_seconds")) == settings.kafka.readings_partitions
 
-        caught_up = wait_for("the lag to fall back to 0", lambda: (s := scrape(settings.exporter_port)) and
+        caught_up = wait_for("the lag to fall back to 0", lambda: (s := scrape(settings.stack.exporter_port)) and
                              max(values(s, "energy_stream_partition_offsets_behind")) == 0 and s, 240, 1)
-        assert values(caught_up, "energy_stream_lag_seconds") == [0.0] * settings.readings_partitions
+        assert values(caught_up, "energy_stream_lag_seconds") == [0.0] * settings.kafka.readings_partitions
 
         os.killpg(job.pid, signal.SIGTERM)
         job.wait(120)
         publish(settings, lines[:200])
-        first = wait_for("lag once the job is stopped", lambda: (s := scrape(settings.exporter_port)) and
+        first = wait_for("lag once the job is stopped", lambda: (s := scrape(settings.stack.exporter_port)) and
                          max(values(s, "energy_stream_lag_seconds")) > 0 and s, 30, 0.5)
         time.sleep(3)
-        later = scrape(settings.exporter_port)
+        later = scrape(settings.stack.exporter_port)
         assert max(values(later, "energy_stream_lag_seconds")) >= max(values(first, "energy_stream_lag_seconds")) + 2
         assert max(values(later, "energy_stream_partition_offsets_behind")) > 0
     finally:

@@ -1,0 +1,4 @@
+"""The view's Top households page (app.py)."""
+from pipeline.view.app import page
+
+page("Top households")
