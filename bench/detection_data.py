@@ -1,39 +1,44 @@
 """The households and labelled events of `make bench-detection` (detection.py).
 
-Every household is one reading a minute over DAYS days from START, as kWh per minute:
-- simulated: the simulator's daily profile (pipeline/simulator.py), scaled and shifted per
-  household, a factor per day and noise per minute; a fifth charge an electric car most nights
-  and a tenth heat electrically (three times the profile): big loads that are usual for them;
-- real: weeks of the Low Carbon London and UCI samples, each week one household, restamped onto
-  the same days at the same time of day; an LCL half hour's kWh is spread evenly over its minutes.
+A run is one household's use over RUN_DAYS days, one reading a minute (kWh per minute), stamped
+onto the same days from START. Real households come from bench/data/ (README there): every
+RUN_DAYS days of a household's half-hourly series with at most 5% missing is a run, a half
+hour's kWh spread evenly over its 30 minutes. Simulated households are the simulator's daily
+profile, scaled and shifted per household, a factor per day and noise per minute; a fifth charge
+an electric car most nights and a tenth heat electrically: big loads that are usual for them.
 
-Events are injected from day LEARN_DAYS on, the days before being left for learning (a slot of
-the hour-of-day baseline is warm after 8 of its 15-minute windows: 2 days). They do not overlap
-within a household. Kettles (short spikes) are added on every day, labelled, not injected as
-anomalies: they should not count.
+Each household falls in the tuning or the reporting half by a hash of its id, all its runs with
+it. Events are injected every week after the first LEARN_DAYS (left for learning): two
+appliances left on (+0.5-3 kW for 30-240 minutes, any hour), a night heater (+2-4 kW for 1-3
+hours after midnight), three weeks in ten a step change (x1.5 for a day); they do not overlap
+within a run. Kettles (2-3 kW for 2-4 minutes, about four a day) are added every day, labelled,
+not anomalies: they should not count.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from pipeline.ingest.importers import convert
 from pipeline.ingest.simulator import profile_kw
 
+DATA = Path(__file__).resolve().parent / "data"
 START = int(datetime(2026, 6, 1, tzinfo=timezone.utc).timestamp())
-DAYS = 7
-LEARN_DAYS = 2
-MINUTES = DAYS * 1440
+RUN_DAYS, LEARN_DAYS = 35, 7
+MINUTES = RUN_DAYS * 1440
+HALF_HOURS = RUN_DAYS * 48
 TARGET_MIN_KW, TARGET_MIN_MINUTES = 1.0, 30
-REAL_IDS_FROM = 901  # real households are H901 on; simulated ones H001 on
+HALVES = ("tuning", "reporting")
 
 
 @dataclass(frozen=True)
 class Event:
-    household: str
+    run: int
     kind: str  # appliance, night heater, step change, kettle
     start_min: int  # minutes from START
     end_min: int
@@ -47,109 +52,117 @@ class Event:
 
 
 @dataclass
-class Household:
-    id: str
-    source: str  # simulated, or the sample file and week
+class Run:
+    household: str  # the data set's own id: what the halves are drawn on
+    dataset: str  # lcl_2013, edrp_2009 or simulated
+    part: int  # which RUN_DAYS of the household's series
     kwh: np.ndarray  # per minute from START; NaN where the meter sent nothing
 
     @property
-    def real(self) -> bool:
-        return not self.source.startswith("simulated")
+    def half(self) -> str:
+        return HALVES[hashlib.sha256(self.household.encode()).digest()[0] % 2]
 
 
-def simulated(count: int, rng: np.random.Generator) -> list[Household]:
-    minutes = np.arange(MINUTES)
-    hours = (minutes % 1440) / 60.0
+def lcl_2013(folder: Path = DATA / "lcl_2013") -> dict[str, np.ndarray]:
+    """Household -> its half-hourly kWh over 2013 (NaN where missing)."""
+    out = {}
+    for path in sorted(folder.glob("MAC*.csv.gz")):
+        with gzip.open(path, "rt") as text:
+            frame = pd.read_csv(text, skipinitialspace=True)
+        stamps = pd.to_datetime(frame["tstp"])
+        kwh = pd.to_numeric(frame["energy(kWh/hh)"], errors="coerce").to_numpy()
+        at = ((stamps - pd.Timestamp("2013-01-01")) // pd.Timedelta(minutes=30)).to_numpy()
+        series = np.full(365 * 48, np.nan)
+        inside = (at >= 0) & (at < len(series))
+        series[at[inside]] = kwh[inside]
+        out["L" + path.name.split(".")[0]] = series
+    return out
+
+
+def edrp_2009(path: Path = DATA / "edrp_2009" / "loadsample.rda") -> dict[str, np.ndarray]:
+    """Household -> its half-hourly kWh from 2009-03-01 (the rows sorted into time order)."""
+    import pyreadr
+
+    frame = pyreadr.read_r(str(path))["loadsample"]
+    stamps = pd.to_datetime(frame["date"].astype(str) + " " + frame["time"].astype(str))
+    at = ((stamps - stamps.min()) // pd.Timedelta(minutes=30)).to_numpy()
+    values = frame.iloc[:, 6:].to_numpy(dtype=np.float64)
+    series = np.full((at.max() + 1, values.shape[1]), np.nan)
+    series[at] = values
+    return {f"E{column:03d}": series[:, column] for column in range(values.shape[1])}
+
+
+def real_runs(dataset: str, series: dict[str, np.ndarray], limit: int | None = None) -> list[Run]:
+    """Every RUN_DAYS of each household with at most 5% missing, up to `limit` runs in all."""
+    out = []
+    for household, half_hours in series.items():
+        for part in range(len(half_hours) // HALF_HOURS):
+            chunk = half_hours[part * HALF_HOURS:(part + 1) * HALF_HOURS]
+            if np.isfinite(chunk).mean() > 0.95:
+                out.append(Run(household, dataset, part, np.repeat(chunk / 30.0, 30)))
+            if limit is not None and len(out) >= limit:
+                return out
+    return out
+
+
+def simulated(count: int, rng: np.random.Generator) -> list[Run]:
+    hours = (np.arange(MINUTES) % 1440) / 60.0
     out = []
     for i in range(count):
-        scale = rng.lognormal(np.log(0.5), 0.35) * (3.0 if i % 10 == 9 else 1.0)
+        heating = i % 10 == 9
+        scale = rng.lognormal(np.log(0.5), 0.35) * (3.0 if heating else 1.0)
         kw = profile_kw(hours + rng.uniform(-1.0, 1.0)) * scale
-        kw *= np.repeat(rng.lognormal(0.0, 0.1, DAYS), 1440) * rng.uniform(0.8, 1.2, MINUTES)
-        kind = "simulated, electric heating" if i % 10 == 9 else "simulated"
+        kw *= np.repeat(rng.lognormal(0.0, 0.1, RUN_DAYS), 1440) * rng.uniform(0.8, 1.2, MINUTES)
         if i % 5 == 4:
             kw += _car_charging(rng)
-            kind = "simulated, electric car"
-        out.append(Household(f"H{i + 1:03d}", kind, kw / 60.0))
+        out.append(Run(f"S{i + 1:03d}", "simulated", 0, kw / 60.0))
     return out
 
 
 def _car_charging(rng: np.random.Generator) -> np.ndarray:
     """7.2-7.6 kW from about 00:30 for 2.5-3.5 hours, on six nights of seven."""
     kw = np.zeros(MINUTES)
-    for day in range(DAYS):
+    for day in range(RUN_DAYS):
         if rng.random() < 6 / 7:
             start = day * 1440 + 30 + int(rng.integers(-20, 21))
             kw[start:start + int(rng.integers(150, 211))] += rng.uniform(7.2, 7.6)
     return kw
 
 
-def real(folder: Path, weeks_per_file: int) -> list[Household]:
-    """Weeks of each LCL and UCI sample in `folder`, spaced through the file; [] without it."""
-    out = []
-    for path in sorted(folder.glob("lcl_*.csv")) + sorted(folder.glob("uci_*.csv")):
-        per_minute = _per_minute(path, "lcl" if path.name.startswith("lcl_") else "uci")
-        first, last = min(per_minute) // 86400, max(per_minute) // 86400
-        weeks = (last - first) // DAYS
-        for w in np.linspace(0, weeks - 1, min(weeks, weeks_per_file)).astype(int) if weeks > 0 else []:
-            day0 = (first + w * DAYS) * 86400
-            kwh = np.full(MINUTES, np.nan)
-            for minute in range(MINUTES):
-                kwh[minute] = per_minute.get(day0 + minute * 60, np.nan)
-            if np.isfinite(kwh).mean() > 0.9:
-                out.append(Household(f"H{REAL_IDS_FROM + len(out)}", f"{path.name}, week from day {w * DAYS}", kwh))
-    return out
-
-
-def _per_minute(path: Path, fmt: str) -> dict[int, float]:
-    """epoch minute (s) -> kWh in that minute, from the importer's readings of the file."""
-    from pipeline.core.clock import parse_utc
-
-    spread = 30 if fmt == "lcl" else 1
-    out: dict[int, float] = {}
-    for item in convert(path, fmt):
-        if item.value is None:
-            continue
-        stamp, _, kwh = item.value.decode().split(",")
-        t = parse_utc(stamp)
-        for minute in range(spread):
-            out[t + minute * 60] = float(kwh) / spread
-    return out
-
-
-def inject(home: Household, rng: np.random.Generator) -> list[Event]:
-    """Adds the labelled events to the household's use; returns them."""
+def inject(index: int, run: Run, rng: np.random.Generator) -> list[Event]:
+    """Adds the labelled events to run `index`'s use; returns them."""
     events: list[Event] = []
-    scored = (LEARN_DAYS * 1440, MINUTES)
 
     def place(kind: str, kw: float, start: int, length: int) -> None:
         end = min(start + length, MINUTES)
-        if all(end + 30 <= e.start_min or start >= e.end_min + 30 for e in events if e.kind != "kettle"):
-            events.append(Event(home.id, kind, start, end, kw))
+        if all(end + 30 <= e.start_min or start >= e.end_min + 30 for e in events):
+            events.append(Event(index, kind, start, end, kw))
 
-    for _ in range(2):
-        length = int(rng.integers(30, 241))
-        place("appliance", round(rng.uniform(0.5, 3.0), 2), int(rng.integers(scored[0], scored[1] - length)), length)
-    night = int(rng.integers(LEARN_DAYS, DAYS))
-    place("night heater", round(rng.uniform(2.0, 4.0), 2), night * 1440 + int(rng.integers(0, 241)),
-          int(rng.integers(60, 181)))
-    if rng.random() < 0.3:
-        day = int(rng.integers(LEARN_DAYS, DAYS))
-        place("step change", 1.5, day * 1440, 1440)
+    for week in range(LEARN_DAYS // 7, RUN_DAYS // 7):
+        first, last = week * 7 * 1440, (week + 1) * 7 * 1440
+        for _ in range(2):
+            length = int(rng.integers(30, 241))
+            place("appliance", round(rng.uniform(0.5, 3.0), 2), int(rng.integers(first, last - length)), length)
+        night = week * 7 + int(rng.integers(0, 7))
+        place("night heater", round(rng.uniform(2.0, 4.0), 2), night * 1440 + int(rng.integers(0, 241)),
+              int(rng.integers(60, 181)))
+        if rng.random() < 0.3:
+            place("step change", 1.5, (week * 7 + int(rng.integers(0, 7))) * 1440, 1440)
     for event in events:
         if event.kind == "step change":
-            home.kwh[event.start_min:event.end_min] *= event.kw
+            run.kwh[event.start_min:event.end_min] *= event.kw
         else:
-            home.kwh[event.start_min:event.end_min] += event.kw / 60.0
-    return events + _kettles(home, rng)
+            run.kwh[event.start_min:event.end_min] += event.kw / 60.0
+    return events + _kettles(index, run, rng)
 
 
-def _kettles(home: Household, rng: np.random.Generator) -> list[Event]:
+def _kettles(index: int, run: Run, rng: np.random.Generator) -> list[Event]:
     """About four a day, 2-3 kW for 2-4 minutes, mostly when the household is up."""
     out = []
-    for day in range(DAYS):
+    for day in range(RUN_DAYS):
         for _ in range(rng.poisson(4)):
             minute = day * 1440 + int(rng.choice([7 * 60, 12 * 60, 18 * 60, 21 * 60])) + int(rng.integers(-90, 91))
             length, kw = int(rng.integers(2, 5)), round(rng.uniform(2.0, 3.0), 2)
-            home.kwh[minute:minute + length] += kw / 60.0
-            out.append(Event(home.id, "kettle", minute, minute + length, kw))
+            run.kwh[minute:minute + length] += kw / 60.0
+            out.append(Event(index, "kettle", minute, minute + length, kw))
     return out

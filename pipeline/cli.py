@@ -204,21 +204,23 @@ def cmd_archive(settings: Settings, args) -> int:
 def cmd_history(settings: Settings, args) -> int:
     import csv
 
+    from pipeline.core import incidents
     from pipeline.core.alert import NAMES
-    from pipeline.core.history import (INCIDENT_FIELDS, AlertQuery, HistoryStore, alert_documents, incident_documents,
-                                       incidents)
+    from pipeline.core.history import AlertQuery, HistoryStore, alert_documents
 
     since, until = _utc_option(args.since, "--since"), _utc_option(args.until, "--until")
     store = HistoryStore(settings.history.history_root)
     if args.incidents:
-        found = incidents(store.alerts(AlertQuery(args.household, since, until)))
-        documents, fields = incident_documents(found.tail(args.limit) if args.limit else found), INCIDENT_FIELDS
+        learning = settings.baseline
+        found = incidents.incidents(store.alerts(AlertQuery(args.household, since, until)),
+                                    learning.slot_s if learning else None, learning.slots if learning else None)
+        documents, fields = incidents.documents(found.tail(args.limit) if args.limit else found), incidents.FIELDS
     else:
         documents, fields = alert_documents(store.alerts(AlertQuery(args.household, since, until, args.limit))), list(NAMES)
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fields, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(documents)
+        writer.writerows({k: "+".join(v) if isinstance(v, list) else v for k, v in d.items()} for d in documents)
     else:
         for document in documents:
             print(json.dumps(document, separators=(",", ":")))
@@ -319,8 +321,8 @@ def _add_history(sub) -> None:
     p.add_argument("--limit", type=_positive_int, help="only the newest N of those")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--incidents", action="store_true",
-                   help="one line per incident: a household's run of alerts of one kind, windows at most one "
-                        "window apart (with --limit: the newest N incidents)")
+                   help="one line per incident: a household's alerts of every kind whose windows start at most "
+                        "one window apart, with the rules that fired and why (with --limit: the newest N incidents)")
     p.set_defaults(func=cmd_history)
 
 

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT, free_port, publish, records, run_cli, run_job_once, settings_env, wait_for
 from pipeline.view import app as alert_view
-from pipeline.core.history import AlertQuery, HistoryStore, incidents
+from pipeline.core.history import AlertQuery, HistoryStore
+from pipeline.core.incidents import incidents
 from pipeline.core.settings import with_values
 from pipeline.core.kafka import ReadingProducer, ensure_topics
 from pipeline.ingest.simulator import Simulator
@@ -90,10 +91,11 @@ def test_pages_on_a_real_history(monkeypatch, written):
     assert list(live["alert_id"]) == [a["alert_id"] for a in newest_first][:alert_view.TABLE_ROWS]
     shown = page.table[0].value
     stored = incidents(HistoryStore(settings.history.history_root).alerts(AlertQuery(limit=alert_view.TABLE_ROWS)))
-    assert len(shown) == len(stored) and shown["windows"].astype(int).sum() == len(live)
-    assert set(shown["kind"]) == {"threshold", "baseline"}
-    for kind, why in zip(shown["kind"], shown["why"]):
-        assert ("far above its usual use" in why) if kind == "baseline" else (" over 0.05 kWh: peak " in why), why
+    assert len(shown) == len(stored) and shown["alerts"].astype(int).sum() == len(live)
+    fired = [set(kinds.split(" + ")) for kinds in shown["kinds"]]
+    assert set().union(*fired) == {"threshold", "baseline"}
+    for kinds, why in zip(fired, shown["why"]):
+        assert ("its usual" in why) == ("baseline" in kinds) and ("over the fixed 0.05 kWh" in why) == ("threshold" in kinds)
 
     top = app(monkeypatch, settings, "Top households")
     counts = pd.Series([a["household_id"] for a in newest_first]).value_counts()
@@ -266,7 +268,7 @@ def _opened(driver, url: str) -> bool:
 def test_in_headless_chromium(written, tmp_path):
     settings, _lines, alerts = written
     quietest = pd.Series([a["household_id"] for a in alerts]).value_counts().index[-1]
-    browse(settings, tmp_path, {"Live alerts": "text:far above its usual use", "Top households": ".vega-embed",
+    browse(settings, tmp_path, {"Live alerts": "text:× its usual ", "Top households": ".vega-embed",
                                 "Heatmap": ".vega-embed", "Household": ".vega-embed"}, "", household=quietest)
 
 
@@ -279,28 +281,16 @@ def test_in_headless_chromium_empty_and_unreachable(make_settings, tmp_path):
            "unreachable-", unreachable_s3())
 
 
-def test_an_incident_says_why_in_one_line():
-    from pipeline.core.settings import Rule
-
-    stamp = lambda minute: pd.Timestamp(f"2026-07-02T14:{minute:02d}:00Z")
-    alerts = pd.DataFrame({
-        "household_id": ["H001", "H001", "H001", "H002"], "kind": ["threshold", "threshold", "threshold", "baseline"],
-        "window_start": [stamp(0), stamp(1), stamp(9), stamp(3)], "window_end": [stamp(1), stamp(2), stamp(10), stamp(4)],
-        "kwh": [0.06, 0.08, 0.07, 0.03], "baseline_kwh": [None, None, None, 0.01]})
-    table = alert_view.incident_table(alerts, Rule(run_mode="demo"))
-    assert list(table.household_id) == ["H001", "H002", "H001"]  # newest first
-    assert list(table.why) == ["1 window over 0.05 kWh: peak 0.07 kWh",
-                               "1 window far above its usual use: peak 0.03 kWh, 3× its usual 0.01 kWh",
-                               "2 windows over 0.05 kWh: peak 0.08 kWh"]
-
-
-def test_a_baseline_incident_names_the_hours_of_its_slot_when_slots_divide_the_day():
+def test_the_live_table_is_the_one_grouping_newest_first_with_its_slot_hours():
     from pipeline.core.settings import load_settings
 
-    prod, demo = load_settings({"RUN_MODE": "prod"}), load_settings({"RUN_MODE": "demo"})
-    alerts = pd.DataFrame({"household_id": ["H001"], "kind": ["baseline"],
-                           "window_start": [pd.Timestamp("2026-07-02T02:10:00Z")],
-                           "window_end": [pd.Timestamp("2026-07-02T02:25:00Z")], "kwh": [1.54], "baseline_kwh": [0.41]})
-    assert alert_view.incident_table(alerts, prod.rule, prod.baseline).why[0] == \
-        "1 window far above its usual use: peak 1.54 kWh, 3.76× its usual 0.41 kWh for 02:00–03:00"
-    assert alert_view.incident_table(alerts, demo.rule, demo.baseline).why[0].endswith("its usual 0.41 kWh")
+    prod = load_settings({"RUN_MODE": "prod"}).baseline
+    stamp = lambda minute: pd.Timestamp(f"2026-07-02T02:{minute:02d}:00Z")
+    alerts = pd.DataFrame({
+        "household_id": ["H001", "H001", "H002"], "kind": ["threshold", "baseline", "baseline"],
+        "window_start": [stamp(0), stamp(15), stamp(3)], "window_end": [stamp(15), stamp(30), stamp(18)],
+        "kwh": [2.2, 1.54, 0.9], "threshold_kwh": [2.0, 0.8, 0.5], "baseline_kwh": [None, 0.41, 0.3]})
+    table = alert_view.incident_table(alerts, prod)
+    assert list(table.household_id) == ["H002", "H001"] and list(table.kinds) == ["baseline", "threshold + baseline"]
+    assert table.why[1] == "3.76× its usual 0.41 kWh for 02:00–03:00; over the fixed 2 kWh for 30 minutes"
+    assert list(table.columns) == alert_view.INCIDENT_COLUMNS

@@ -40,7 +40,10 @@ def test_source_topic_alias():
     ({"ALERTS_PARTITIONS": "0"}, "ALERTS_PARTITIONS"),
     ({"BASELINE": "maybe"}, "BASELINE"),
     ({"BASELINE_ALPHA": "0"}, "BASELINE_ALPHA"),
-    ({"BASELINE_K": "-1"}, "BASELINE_K"),
+    ({"BASELINE_EXCESS_KWH": "0"}, "BASELINE_EXCESS_KWH"),
+    ({"BASELINE_PERSIST_KWH": "-1"}, "BASELINE_PERSIST_KWH"),
+    ({"BASELINE_QUANTILE": "0.5"}, "BASELINE_QUANTILE"),
+    ({"BASELINE_RUN": "0"}, "BASELINE_RUN"),
     ({"BASELINE_SLOTS": "1.5"}, "BASELINE_SLOTS"),
     ({"BASELINE_SLOT": "soon"}, "BASELINE_SLOT"),
     ({"BASELINE_WARMUP": "0"}, "BASELINE_WARMUP"),
@@ -54,14 +57,14 @@ def test_checkpoint_follows_everything_that_shapes_state():
     demo = load_settings({"RUN_MODE": "demo"})
     assert checkpoint_dir(demo.job) == checkpoint_dir(load_settings({"RUN_MODE": "demo"}).job)
     others = [checkpoint_dir(load_settings(env).job) for env in (
-        {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"},
+        {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"}, {"BASELINE_QUANTILE": "0.9"},
         {"BASELINE_SLOT": "1 hour"}, {"BASELINE": "off"},
         {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
-    assert len({checkpoint_dir(demo.job), *others}) == 9
+    assert len({checkpoint_dir(demo.job), *others}) == 10
 
 
-@pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_K", "4"), ("BASELINE_WARMUP", "3"),
-                                        ("BASELINE_MIN_KWH", "0.2"), ("BASELINE_MIN_SIGMA_KWH", "0.01")])
+@pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_EXCESS_KWH", "0.2"),
+                                        ("BASELINE_WARMUP", "3"), ("BASELINE_PERSIST_KWH", "0.5"), ("BASELINE_RUN", "2")])
 def test_a_scoring_parameter_keeps_the_checkpoint_and_what_it_learned(name, value):
     changed = load_settings({name: value})
     assert checkpoint_dir(changed.job) == checkpoint_dir(load_settings({}).job)
@@ -70,10 +73,10 @@ def test_a_scoring_parameter_keeps_the_checkpoint_and_what_it_learned(name, valu
 
 def test_baseline_parameters_follow_the_mode():
     demo, prod = load_settings({"RUN_MODE": "demo"}).baseline, load_settings({"RUN_MODE": "prod"}).baseline
-    assert (demo.slot_s, demo.slots, demo.min_kwh, demo.min_sigma_kwh) == (600, 1, 0.01, 0.002)
-    assert (prod.slot_s, prod.slots, prod.min_kwh, prod.min_sigma_kwh) == (3600, 24, 0.5, 0.05)
-    assert (prod.alpha, prod.k, prod.warmup, prod.forget_after_s) == (0.1, 3.0, 8, 35 * 86400)
-    assert prod.description == "kwh>baseline+3σ over 15 minutes (slot: hour of day)"
+    assert (demo.slot_s, demo.slots, demo.excess_kwh, demo.persist_kwh) == (600, 1, 0.01, 0.02)
+    assert (prod.slot_s, prod.slots, prod.excess_kwh, prod.persist_kwh) == (3600, 24, 0.12, 0.3)
+    assert (prod.quantile, prod.alpha, prod.run, prod.warmup, prod.forget_after_s) == (0.95, 0.1, 3, 8, 35 * 86400)
+    assert prod.description == "kwh>usual+0.12 for 3 windows of 15 minutes, excess>0.3 (slot: hour of day)"
     assert load_settings({"BASELINE": "off"}).baseline is None and load_settings({"BASELINE": "off"}).job.baseline is None
 
 

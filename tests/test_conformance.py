@@ -1,6 +1,7 @@
 """The shared conformance cases, run exactly as their README says: replay, stream --once, twice."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -8,22 +9,24 @@ import subprocess
 import sys
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from helpers import SHARED, records, run_cli, settings_env, wait_for
-from reference import iso
+from reference import Expectation, iso
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 CASES = SHARED / "conformance"
+OURS = Path(__file__).resolve().parent / "conformance"
 
 
-def run_case(settings, name: str, extra_env: dict | None = None) -> int:
+def run_case(settings, name: str, extra_env: dict | None = None, folder: Path = CASES) -> int:
     """Both phases of a case; returns the late readings the job reported."""
     late = 0
     for phase in (1, 2):
-        out = run_cli(settings, "replay", str(CASES / f"{name}_phase{phase}.csv")).stdout
+        out = run_cli(settings, "replay", str(folder / f"{name}_phase{phase}.csv")).stdout
         assert "failed 0" in out
         summary = run_cli(settings, "stream", "--once", extra_env=extra_env).stdout
         late += int(re.search(r"late readings dropped (\d+)", summary).group(1))
@@ -65,33 +68,44 @@ def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
 
 
+def excess_case(tmp_path: Path, mode: str) -> Path:
+    """The baseline rule's public case (tests/conformance/, gzipped), unpacked where replay reads it."""
+    for phase in (1, 2):
+        packed = OURS / f"excess_{mode}_phase{phase}.csv.gz"
+        (tmp_path / f"excess_{mode}_phase{phase}.csv").write_bytes(gzip.decompress(packed.read_bytes()))
+    return tmp_path
+
+
+def check_baseline(alerts: list[dict], want: dict[tuple, list], description: str) -> None:
+    """want: (household, window start) -> [window end, final kWh, threshold, usual, excess carried
+    in, learning windows, slot], as in the expected files."""
+    learned = by_window(alerts)
+    assert {key[:2] for key in learned} == set(want) and len(learned) == len(want)
+    for (household, start, end), repeats in learned.items():
+        final_end, final, threshold, usual, excess, windows, slot = want[(household, start)]
+        assert end == final_end and len({a["alert_id"] for a in repeats}) == 1
+        for alert in repeats:
+            assert close(alert["threshold_kwh"], threshold) and close(alert["baseline_kwh"], usual)
+            assert close(alert["excess_kwh"], excess) and (alert["baseline_windows"], alert["slot"]) == (windows, slot)
+            assert threshold < alert["kwh"] <= final + 5e-7
+            assert alert["rule"] == description
+
+
 @pytest.mark.parametrize("mode,max_offsets", [("demo", None), ("prod", None), ("demo", 150)])
-def test_baseline_conformance_case(make_settings, mode, max_offsets):
+def test_baseline_conformance_case(make_settings, tmp_path, mode, max_offsets):
     """Both rules' alerts, exactly; with a small MAX_OFFSETS_PER_TRIGGER the case takes many
     batches (11 for each phase of the demo case) and the alerts stay the same. The prod case
-    in small batches runs without Spark (tests/test_baseline.py): through the CLI it took
-    about 250 s."""
-    expected = json.loads((CASES / f"baseline_{mode}_expected.json").read_text())
+    in small batches runs without Spark (tests/test_baseline.py)."""
+    expected = json.loads((OURS / f"excess_{mode}_expected.json").read_text())
     settings = make_settings(run_mode=mode)
     env = {"MAX_OFFSETS_PER_TRIGGER": str(max_offsets)} if max_offsets else None
-    late = run_case(settings, f"baseline_{mode}", env)
+    late = run_case(settings, f"excess_{mode}", env, excess_case(tmp_path, mode))
     alerts = records(settings, settings.kafka.alerts_topic)
     assert {a["kind"] for a in alerts} == {"threshold", "baseline"}
     check_fixed([a for a in alerts if a["kind"] == "threshold"], expected["threshold_alerts"],
                 {"demo": 0.05, "prod": 2.0}[mode], mode)
-
-    learned = by_window([a for a in alerts if a["kind"] == "baseline"])
-    want = {tuple(a[:3]): a[3:] for a in expected["baseline_alerts"]}
-    assert set(learned) == set(want)
-    for key, repeats in learned.items():
-        final, threshold, mean, sigma, windows, slot = want[key]
-        assert len({a["alert_id"] for a in repeats}) == 1
-        for alert in repeats:
-            assert close(alert["threshold_kwh"], threshold) and close(alert["baseline_kwh"], mean)
-            assert close(alert["baseline_sigma_kwh"], sigma)
-            assert (alert["baseline_windows"], alert["slot"]) == (windows, slot)
-            assert threshold < alert["kwh"] <= final + 5e-7
-            assert alert["rule"].startswith("kwh>baseline+3σ over ")
+    check_baseline([a for a in alerts if a["kind"] == "baseline"],
+                   {tuple(a[:2]): a[2:] for a in expected["baseline_alerts"]}, settings.baseline.description)
     fixed_ids = {a["alert_id"] for a in alerts if a["kind"] == "threshold"}
     assert not fixed_ids & {a["alert_id"] for a in alerts if a["kind"] == "baseline"}
     assert len(records(settings, settings.kafka.dlq_topic)) == expected["dead_letters"]
@@ -99,20 +113,22 @@ def test_baseline_conformance_case(make_settings, mode, max_offsets):
 
 
 def test_a_restart_with_new_parameters_learns_them_over_the_history(make_settings, tmp_path):
-    """Phase 1 learned with the archiver running; then BASELINE_K and the threshold change and
-    the job restarts on phase 2. Its alerts are what the contract gives with the new
-    parameters over the history's readings and phase 2 (tests/reference.py's model)."""
+    """Phase 1 learned with the archiver running; then the allowance, the persistence and the
+    threshold change and the job restarts on phase 2. Its alerts are what the contract gives with
+    the new parameters over the history's readings and phase 2 (tests/reference.py's model)."""
     from test_baseline import contract_model, model_readings
 
     from pipeline.core.history import HistoryStore
     from pipeline.core.kafka import topic_end_offsets
+    from pipeline.core.settings import load_settings
 
+    cases = excess_case(tmp_path, "demo")
     settings = make_settings(run_mode="demo", history_flush_seconds=0.5)
-    changed = {"BASELINE_K": "2", "THRESHOLD_KWH": "0.04"}
+    changed = {"BASELINE_EXCESS_KWH": "0.005", "BASELINE_PERSIST_KWH": "0.01", "THRESHOLD_KWH": "0.04"}
     archiver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "archive"], env=settings_env(settings),
                                 stdout=(tmp_path / "archiver.log").open("wb"), stderr=subprocess.STDOUT)
     try:
-        run_cli(settings, "replay", str(CASES / "baseline_demo_phase1.csv"))
+        run_cli(settings, "replay", str(cases / "excess_demo_phase1.csv"))
         run_cli(settings, "stream", "--once")
         ends = topic_end_offsets(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
         wait_for("phase 1 in the history", lambda: HistoryStore(settings.history.history_root).next_offsets(
@@ -122,23 +138,21 @@ def test_a_restart_with_new_parameters_learns_them_over_the_history(make_setting
         archiver.wait(60)
     before = len(records(settings, settings.kafka.alerts_topic))
 
-    run_cli(settings, "replay", str(CASES / "baseline_demo_phase2.csv"))
+    run_cli(settings, "replay", str(cases / "excess_demo_phase2.csv"))
     restarted = run_cli(settings, "stream", "--once", extra_env=changed)
     assert "seeded the baselines of" in restarted.stderr, restarted.stderr[-3000:]
     assert re.search(r"batches 1\b", restarted.stdout), restarted.stdout  # all of phase 2 in the first batch
     after = records(settings, settings.kafka.alerts_topic)[before:]
 
-    model = contract_model("demo", **changed)
+    model, fixed_model = contract_model("demo", **changed), Expectation(60, 15, Decimal("0.04"), 600)
     for phase in (1, 2):
-        model.batch(model_readings(CASES / f"baseline_demo_phase{phase}.csv"))
-    want = model.alerts(in_batch=1)
-    got = {(a["household_id"], a["window_start"]): a for a in after if a["kind"] == "baseline"}
-    assert want and got.keys() == want.keys()
-    for key, alert in got.items():
-        threshold, mean, sigma, windows, slot = want[key]
-        assert close(alert["threshold_kwh"], threshold) and close(alert["baseline_kwh"], mean)
-        assert close(alert["baseline_sigma_kwh"], sigma) and (alert["baseline_windows"], alert["slot"]) == (windows, slot)
-        assert alert["rule"].startswith("kwh>baseline+2σ over ")
+        readings = model_readings(OURS / f"excess_demo_phase{phase}.csv.gz")
+        model.batch(readings)
+        fixed_model.batch([(iso(t), h, str(kwh)) for h, t, kwh in readings])
+    want = {key: [*model.end_and_sum(*key), *values] for key, values in model.alerts(in_batch=1, seeded=True).items()}
+    assert want
+    check_baseline([a for a in after if a["kind"] == "baseline"], want,
+                   load_settings({"RUN_MODE": "demo", **changed}).baseline.description)
     fixed = {(a["household_id"], a["window_start"]) for a in after if a["kind"] == "threshold"}
-    assert fixed == {(h, iso(t)) for (h, t), total in model.sums.items()
-                     if total > Decimal("0.04") and 1 in model.touched[(h, t)]}
+    assert fixed == {(h, iso(t)) for (h, t), total in fixed_model.sums.items()
+                     if total > Decimal("0.04") and 1 in fixed_model.touched[(h, t)]}

@@ -84,18 +84,15 @@ def test_history_holds_each_alert_once_across_sigkills(make_settings, spark, tmp
     learned = [a for a in stored if a["kind"] == "baseline"]
     assert learned, "the run is long enough for warm baselines"
     for alert in learned:  # the baseline's explanation is stored as the topic carried it
-        assert {k: alert[k] for k in ("baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot",
-                                      "threshold_kwh")} == \
-            {k: by_id[alert["alert_id"]][k] for k in ("baseline_kwh", "baseline_sigma_kwh", "baseline_windows", "slot",
-                                                      "threshold_kwh")}
+        explaining = ("baseline_kwh", "excess_kwh", "baseline_windows", "slot", "threshold_kwh")
+        assert {k: alert[k] for k in explaining} == {k: by_id[alert["alert_id"]][k] for k in explaining}
     incidents = [json.loads(line) for line in run_cli(settings, "history", "--incidents").stdout.splitlines()]
-    per_run = {}
+    per_household = {}
     for incident in incidents:
-        key = (incident["household_id"], incident["kind"])
-        per_run[key] = per_run.get(key, 0) + incident["windows"]
-        assert ("peak_ratio" in incident) == (incident["kind"] == "baseline")
-    assert per_run == {k: sum((a["household_id"], a["kind"]) == k for a in stored) for k in per_run}
-    assert sum(per_run.values()) == len(stored)
+        per_household[incident["household_id"]] = per_household.get(incident["household_id"], 0) + incident["alerts"]
+        assert ("peak_ratio" in incident) == ("baseline" in incident["kinds"]) and incident["why"]
+    assert per_household == {h: sum(a["household_id"] == h for a in stored) for h in per_household}
+    assert sum(per_household.values()) == len(stored)
     assert "Traceback" not in logs[1].read_text()
     check_filters(settings, stored)
 

@@ -15,7 +15,7 @@ from pipeline.core.settings import JobSettings
 def checkpoint_dir(job: JobSettings) -> Path | str:
     """A checkpoint per everything that shapes the job's state, so a mode or window switch
     starts a fresh state of its own and switching back resumes the old one. The scoring
-    parameters (THRESHOLD_KWH, BASELINE_K, BASELINE_WARMUP, the floors) are not part of it:
+    parameters (THRESHOLD_KWH, the baseline's allowance, persistence and warm-up) are not part of it:
     changing them keeps what the baseline learned (the state notes which rule its alerted
     windows belong to)."""
     rule, kafka = job.rule, job.kafka

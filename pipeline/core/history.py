@@ -351,49 +351,6 @@ def _alert_filters(query: AlertQuery) -> list:
     return parts
 
 
-INCIDENT_FIELDS = ["household_id", "kind", "first_window_start", "last_window_end", "windows", "peak_kwh",
-                   "peak_window_start", "baseline_kwh", "peak_ratio"]
-
-
-def incidents(frame: pd.DataFrame) -> pd.DataFrame:
-    """Alerts (rows of the alerts table) -> incidents: maximal runs of one household's alerts of
-    one kind whose window starts lie at most one window apart; oldest first. A baseline
-    incident carries the baseline of its peak window and the peak's ratio to it."""
-    if frame.empty:
-        return pd.DataFrame(columns=INCIDENT_FIELDS)
-    alerts = frame.assign(kind=frame["kind"].fillna(alert.DEFAULT_KIND.value) if "kind" in frame
-                          else alert.DEFAULT_KIND.value)
-    if "baseline_kwh" not in alerts:
-        alerts["baseline_kwh"] = float("nan")
-    alerts = alerts.sort_values(["household_id", "kind", "window_start"], kind="stable", ignore_index=True)
-    length = alerts.window_end - alerts.window_start
-    same = (alerts.household_id == alerts.household_id.shift()) & (alerts.kind == alerts.kind.shift())
-    new = ~same | (alerts.window_start - alerts.window_start.shift() > length)
-    alerts["incident"] = new.cumsum()
-    groups = alerts.groupby("incident", sort=False)
-    peak = alerts.loc[groups.kwh.idxmax()].set_index("incident")
-    out = pd.DataFrame({
-        "household_id": groups.household_id.first(), "kind": groups.kind.first(),
-        "first_window_start": groups.window_start.min(), "last_window_end": groups.window_end.max(),
-        "windows": groups.size(), "peak_kwh": peak.kwh, "peak_window_start": peak.window_start,
-        "baseline_kwh": peak.baseline_kwh.where(peak.kind == alert.Kind.BASELINE.value),
-    })
-    out["peak_ratio"] = (out.peak_kwh / out.baseline_kwh).round(2)
-    return out.sort_values(["first_window_start", "household_id", "kind"], ignore_index=True)[INCIDENT_FIELDS]
-
-
-def incident_documents(frame: pd.DataFrame) -> list[dict]:
-    out = frame.copy()
-    for name in ("first_window_start", "last_window_end", "peak_window_start"):
-        out[name] = out[name].dt.strftime(_STAMP)
-    records = out.astype(object).to_dict("records")
-    for record in records:
-        record["windows"] = int(record["windows"])
-        if record["kind"] != alert.Kind.BASELINE.value:
-            del record["baseline_kwh"], record["peak_ratio"]
-    return records
-
-
 def fold_energy(frame: pd.DataFrame) -> pd.DataFrame:
     """Partial sums -> one row per (household, slot)."""
     if frame.empty:

@@ -22,9 +22,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 MODES = {
     "demo": {"window": 60, "slide": 15, "threshold": 0.05, "baseline_slot": 600, "baseline_slots": 1,
-             "baseline_min_kwh": 0.01, "baseline_min_sigma_kwh": 0.002},
+             "baseline_excess_kwh": 0.01, "baseline_persist_kwh": 0.02},
     "prod": {"window": 900, "slide": 15, "threshold": 2.0, "baseline_slot": 3600, "baseline_slots": 24,
-             "baseline_min_kwh": 0.5, "baseline_min_sigma_kwh": 0.05},
+             "baseline_excess_kwh": 0.12, "baseline_persist_kwh": 0.3},
 }
 ALIASES = {"READINGS_TOPIC": ("SOURCE_TOPIC", "TOPIC")}
 BASELINE_SWITCH = "BASELINE"  # on (the default) or off: whether Settings.baseline is a rule or None
@@ -155,6 +155,9 @@ def _validate(f, value) -> None:
         _check(f, value)
         return
     low, high, low_inclusive = f.metadata["bounds"]
+    if f.metadata["kind"] in ("duration", "optional_duration") and not (low or 0) <= value <= (high or value):
+        raise ConfigError(f"{f.name.upper()}: must be from {human_duration(low or 0)} to {human_duration(high)}, "
+                          f"got {human_duration(value)}")
     if low is not None or high is not None:
         _number(f.name.upper(), value, low, high, low_inclusive)
 
@@ -293,18 +296,20 @@ class Rule(_Group):
 
 @dataclass(frozen=True)
 class BaselineRule(_Group):
-    """The per-household baseline rule (docs/contract.md, "Baseline rule"): an EWMA mean and
-    variance per household and slot, learned from tumbling windows of the fixed rule's length.
-    Slot layout and floors are the mode's unless set."""
+    """The per-household baseline rule (docs/contract.md, "Baseline rule"): per household and slot,
+    the usual level of its tumbling windows (an upper quantile) learned from its own use; a window
+    alerts when the use above that level, and an allowance, has lasted and added up. Slot layout,
+    allowance and persistence are the mode's unless set."""
 
     baseline_slot: int | None = setting(None, "optional_duration")
     baseline_slots: int | None = setting(None, "optional_real", low=1, high=10_000)
+    baseline_quantile: float = setting(0.95, low=0.5, high=1.0, low_inclusive=False)
     baseline_alpha: float = setting(0.1, low=0.0, high=1.0, low_inclusive=False)
-    baseline_k: float = setting(3.0, low=0.0, high=1000.0)
     baseline_warmup: int = setting(8, low=1, high=65_535)
-    baseline_min_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH)
-    baseline_min_sigma_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH)
-    baseline_forget_after: int = setting(35 * 86400, "duration")
+    baseline_excess_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH, low_inclusive=False)
+    baseline_persist_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH)
+    baseline_run: int = setting(3, low=1, high=255)
+    baseline_forget_after: int = setting(35 * 86400, "duration", low=1, high=3650 * 86400)
     rule: Rule = group(Rule)
 
     def __post_init__(self) -> None:
@@ -318,9 +323,10 @@ class BaselineRule(_Group):
     window_s = property(lambda self: self.rule.window_s)
     slide_s = property(lambda self: self.rule.slide_s)
     watermark_s = property(lambda self: self.rule.watermark_s)
+    quantile = property(lambda self: self.baseline_quantile)
     alpha = property(lambda self: self.baseline_alpha)
-    k = property(lambda self: self.baseline_k)
     warmup = property(lambda self: self.baseline_warmup)
+    run = property(lambda self: self.baseline_run)
     forget_after_s = property(lambda self: self.baseline_forget_after)
 
     @property
@@ -332,12 +338,14 @@ class BaselineRule(_Group):
         return int(self.baseline_slots or self._mode("baseline_slots"))
 
     @property
-    def min_kwh(self) -> float:
-        return self._mode("baseline_min_kwh") if self.baseline_min_kwh is None else self.baseline_min_kwh
+    def excess_kwh(self) -> float:
+        """δ: the use a window may have above its slot's usual level without counting as excess."""
+        return self._mode("baseline_excess_kwh") if self.baseline_excess_kwh is None else self.baseline_excess_kwh
 
     @property
-    def min_sigma_kwh(self) -> float:
-        return self._mode("baseline_min_sigma_kwh") if self.baseline_min_sigma_kwh is None else self.baseline_min_sigma_kwh
+    def persist_kwh(self) -> float:
+        """H: the excess that must add up over the windows in a row before one alerts."""
+        return self._mode("baseline_persist_kwh") if self.baseline_persist_kwh is None else self.baseline_persist_kwh
 
     @property
     def slot_name(self) -> str:
@@ -349,19 +357,21 @@ class BaselineRule(_Group):
 
     @property
     def description(self) -> str:
-        return f"kwh>baseline+{self.k:g}\u03c3 over {human_duration(self.window_s)} (slot: {self.slot_name})"
+        return (f"kwh>usual+{self.excess_kwh:g} for {self.run} windows of {human_duration(self.window_s)}, "
+                f"excess>{self.persist_kwh:g} (slot: {self.slot_name})")
 
     @property
     def key(self) -> str:
         """What identifies the rule in alert ids."""
-        return (f"baseline-w{self.window_s}-s{self.slide_s}-slot{self.slot_s}x{self.slots}-a{self.alpha:g}"
-                f"-k{self.k:g}-n{self.warmup}-m{self.min_kwh:g}-sd{self.min_sigma_kwh:g}")
+        return (f"excess-w{self.window_s}-s{self.slide_s}-slot{self.slot_s}x{self.slots}-p{self.quantile:g}"
+                f"-a{self.alpha:g}-n{self.warmup}-d{self.excess_kwh:g}-h{self.persist_kwh:g}-r{self.run}")
 
     @property
     def learning_shape(self) -> tuple:
-        """What the learned state depends on; the scoring parameters (k, warm-up, floors) are not
-        in it, so changing them keeps what was learned."""
-        return (self.window_s, self.slot_s, self.slots, self.alpha)
+        """What the learned state depends on: the slot layout and how a slot learns (the
+        allowance clips what a warm slot learns). The persistence (H, the run) is not in it, so
+        changing it keeps what was learned."""
+        return (self.window_s, self.slot_s, self.slots, self.quantile, self.alpha)
 
 
 @dataclass(frozen=True)

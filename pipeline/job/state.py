@@ -34,11 +34,11 @@ BATCH_ID_PROPERTY = "streaming.sql.batchId"
 # One row of parallel arrays per bucket: an alert's columns (kind: KINDS), a refused reading's
 # (household, event second as window_start, units, its record's position as windows), a dead
 # letter's (the document; the numbers 0).
-OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter", "kind", "threshold", "mean", "sigma",
+OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter", "kind", "threshold", "mean", "excess",
                   "windows", "slot")
 BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_units array<long>, "
                         "dead_letter array<string>, kind array<long>, threshold array<double>, mean array<double>, "
-                        "sigma array<double>, windows array<long>, slot array<long>")
+                        "excess array<double>, windows array<long>, slot array<long>")
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
 STATE_SCHEMA = "panes binary, alerted binary, baseline binary"
 # The kind column of an output row: an alert of each rule, or a reading the household bound refused.
@@ -225,7 +225,7 @@ def output_rows(alerts: dict, invalid: pd.Series | None, refused: Refused, slide
         "kind": np.concatenate([np.full(len(f), code) for code, f in frames]
                                + [np.full(len(refused.households), KIND_REFUSED), np.zeros(len(letters))]).astype(np.int64),
         "threshold": column("threshold", np.float64), "mean": column("mean", np.float64),
-        "sigma": column("sigma", np.float64), "slot": column("slot", np.int64),
+        "excess": column("excess", np.float64), "slot": column("slot", np.int64),
         "windows": column("windows", np.int64, refused.positions),
     }
     return pd.DataFrame({name: pd.Series([arrays[name]], dtype=object) for name in OUTPUT_COLUMNS})

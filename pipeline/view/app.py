@@ -1,7 +1,8 @@
 """The Streamlit alert view, run by `energy-monitor view`: four pages over the durable history,
 each a file of pages/ with its own address (st.navigation).
 
-1. /live, Live alerts: the newest alerts grouped into incidents, each with the line that says
+1. /live, Live alerts: the newest alerts grouped into incidents (core/incidents.py: one per
+   episode, whatever the rules that fired), each with the line that says which rules fired and
    why, and the alerts themselves; refreshed every VIEW_REFRESH_SECONDS by a fragment.
 2. /top, Top households: by number of alerts over a chosen period.
 3. /heatmap, Heatmap: alerts per hour of day × household, for the top N households.
@@ -25,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.alert import Kind
-from pipeline.core.history import AlertQuery, HistoryStore, HistoryUnavailable, incidents
+from pipeline.core.history import AlertQuery, HistoryStore, HistoryUnavailable
+from pipeline.core.incidents import incidents
 from pipeline.core.rules.baseline import band
 from pipeline.core.settings import KWH_UNITS, BaselineRule, Rule, load_settings
 
@@ -39,32 +41,15 @@ LIVE_COLUMNS = ["detected_at", "household_id", "kind", "window_start", "window_e
                 "mode", "alert_id"]
 
 
-INCIDENT_COLUMNS = ["household_id", "kind", "first_window_start", "last_window_end", "windows", "peak_kwh", "why"]
+INCIDENT_COLUMNS = ["household_id", "kinds", "first_window_start", "last_window_end", "alerts", "peak_kwh", "why"]
 
 
-def incident_table(alerts: pd.DataFrame, rule: Rule, learning: BaselineRule | None = None) -> pd.DataFrame:
-    """The alerts' incidents, newest first, each with a line saying why it was raised."""
-    found = incidents(alerts).iloc[::-1].reset_index(drop=True)
-    found["why"] = [_why(row, rule, learning) for row in found.itertuples()]
+def incident_table(alerts: pd.DataFrame, learning: BaselineRule | None = None) -> pd.DataFrame:
+    """The alerts' incidents, newest first, each with the line that says which rules fired and why."""
+    found = incidents(alerts, learning.slot_s if learning else None, learning.slots if learning else None)
+    found = found.iloc[::-1].reset_index(drop=True)
+    found["kinds"] = found.kinds.map(" + ".join)
     return found[INCIDENT_COLUMNS]
-
-
-def _why(incident, rule: Rule, learning: BaselineRule | None) -> str:
-    span = f"{incident.windows} window{'s' if incident.windows != 1 else ''}"
-    if incident.kind == Kind.BASELINE.value:
-        return (f"{span} far above its usual use: peak {incident.peak_kwh:.4g} kWh, "
-                f"{incident.peak_ratio:g}× its usual {incident.baseline_kwh:.4g} kWh"
-                f"{_slot_hours(incident.peak_window_start, learning)}")
-    return f"{span} over {rule.threshold:g} kWh: peak {incident.peak_kwh:.4g} kWh"
-
-
-def _slot_hours(window_start: pd.Timestamp, learning: BaselineRule | None) -> str:
-    """' for 02:00–03:00' when the slots divide the day (prod: the hour of day), else ''."""
-    if learning is None or learning.slots < 2 or learning.slot_s * learning.slots != 86400:
-        return ""
-    first = (window_start - EPOCH) // pd.Timedelta(seconds=learning.slot_s) % learning.slots * learning.slot_s
-    clock = lambda s: f"{s // 3600 % 24:02d}:{s % 3600 // 60:02d}"
-    return f" for {clock(first)}–{clock(first + learning.slot_s)}"
 
 
 def top_households(counts: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -131,7 +116,7 @@ def page(name: str) -> None:
     store = HistoryStore(view.history.history_root)
     st.title(f"Energy alerts · {name}")
     st.caption(f"history {view.history.history_root} · rule {view.rule.description} ({view.rule.mode})")
-    pages = {"Live alerts": lambda: _live(st, store, view.view_refresh_seconds, view.rule, view.baseline),
+    pages = {"Live alerts": lambda: _live(st, store, view.view_refresh_seconds, view.baseline),
              "Top households": lambda: _top(st, store), "Heatmap": lambda: _heatmap(st, store),
              "Household": lambda: _household(st, store, view.rule, view.baseline)}
     pages[name]()
@@ -154,13 +139,13 @@ def _load(st, store: HistoryStore, read) -> pd.DataFrame | None:
     return frame
 
 
-def _live(st, store: HistoryStore, refresh_s: float, rule: Rule, learning: BaselineRule | None) -> None:
+def _live(st, store: HistoryStore, refresh_s: float, learning: BaselineRule | None) -> None:
     @st.fragment(run_every=refresh_s)
     def live() -> None:
         alerts = _load(st, store, lambda: store.alerts(AlertQuery(limit=TABLE_ROWS)))
         if alerts is None:
             return
-        found = incident_table(alerts, rule, learning)
+        found = incident_table(alerts, learning)
         left, right = st.columns(2)
         left.metric("Incidents in the newest alerts", len(found))
         right.metric("Newest alerts shown", len(alerts))
@@ -232,15 +217,16 @@ def _household(st, store: HistoryStore, rule: Rule, learning: BaselineRule | Non
 
 
 def window_band(slots: pd.DataFrame, window_end: pd.Series, rule: Rule, learning: BaselineRule) -> pd.DataFrame:
-    """The baseline band of each window (by its end): its slot's mean and threshold learned from
-    these slots' readings, as the job scores it; NaN where the slot is not warm yet."""
+    """The baseline band of each window (by its end): its slot's usual level and the level above
+    which use counts as excess (the usual level and the allowance), learned from these slots'
+    readings as the job learns them; NaN where the slot is not warm yet."""
     seconds = (slots.slot_start - EPOCH) // pd.Timedelta(seconds=1)
     units = np.rint(slots.kwh.to_numpy(dtype=float) * KWH_UNITS).astype(np.int64)
     starts = ((window_end - EPOCH) // pd.Timedelta(seconds=1) - rule.window_s) // rule.slide_s
     learned = band(learning, seconds.to_numpy(np.int64) // rule.slide_s, units, starts.to_numpy(np.int64))
     warm = learned.warm.to_numpy()
-    return pd.DataFrame({"baseline_kwh": np.where(warm, learned["mean"], np.nan),
-                         "baseline_threshold_kwh": np.where(warm, learned.threshold, np.nan)}, index=window_end.index)
+    return pd.DataFrame({"baseline_kwh": np.where(warm, learned.usual, np.nan),
+                         "baseline_threshold_kwh": np.where(warm, learned.limit, np.nan)}, index=window_end.index)
 
 
 def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -> None:
@@ -268,7 +254,8 @@ def _energy_chart(st, windows: pd.DataFrame, alerts: pd.DataFrame, rule: Rule) -
         tooltip=["window_end", "kwh", "kind", "alert_id"]))
     st.altair_chart(alt.layer(*layers), width="stretch")
     counts = marked.kind.value_counts()
-    band_note = (f"; shaded: the baseline band, from the usual use of the window's slot to its threshold, "
+    band_note = (f"; shaded: the baseline band, from the usual use of the window's slot to the level above which "
+                 f"use counts as excess, "
                  f"learned from the last {BAND_DAYS} days of the history" if "baseline_kwh" in windows else "")
     st.caption(f"{len(marked)} alerts in these 24 h ({counts.get(Kind.THRESHOLD.value, 0)} threshold, "
                f"{counts.get(Kind.BASELINE.value, 0)} baseline); dashed line: the threshold ({rule.threshold:g} kWh){band_note}")

@@ -8,7 +8,7 @@ import numpy as np
 # The layout of the job's state: the pane table's and the baseline's encodings and the state
 # buckets' keys. Part of the checkpoint's name, so a new layout starts a checkpoint of its own
 # instead of misreading an old one.
-STATE_FORMAT = 8
+STATE_FORMAT = 9
 
 
 class BlobReader:
