@@ -13,7 +13,7 @@ from pipeline.core.history import alert_documents, alerts_table
 GOOD = {"alert_id": "a1", "household_id": "H001", "window_start": "2026-07-02T14:00:00Z",
         "window_end": "2026-07-02T14:01:00Z", "kwh": 0.07, "threshold_kwh": 0.05, "rule": "kwh>0.05 over 1 minute",
         "mode": "demo", "detected_at": "2026-07-02T14:01:00Z", "kind": "baseline", "baseline_kwh": 0.01,
-        "baseline_sigma_kwh": 0.002, "baseline_windows": 9, "slot": 0}
+        "excess_kwh": 0.002, "baseline_windows": 9, "slot": 0}
 
 
 @pytest.mark.parametrize("raw", [

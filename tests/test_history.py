@@ -287,8 +287,8 @@ def test_an_alerts_table_written_before_the_baseline_rule_is_read_and_extended(t
     store.create()
     assert {"kind", *baseline_fields} <= set(DeltaTable(str(root / "alerts")).schema().to_arrow().names)
     learned = {**old, "alert_id": "new-1", "window_start": "2026-07-02T14:05:00Z", "window_end": "2026-07-02T14:06:00Z",
-               "kind": "baseline", "threshold_kwh": 0.031, "rule": "kwh>baseline+3σ over 1 minute (slot: one for all times)",
-               "baseline_kwh": 0.012, "baseline_sigma_kwh": 0.004, "baseline_windows": 9, "slot": 0}
+               "kind": "baseline", "threshold_kwh": 0.031, "rule": "kwh>usual+0.01 for 3 windows of 1 minute, excess>0.02 (slot: one for all times)",
+               "baseline_kwh": 0.012, "excess_kwh": 0.004, "baseline_windows": 9, "slot": 0}
     assert store.commit("alerts", alerts_table([learned]), "energy_alerts", {0: 2}) == 1
 
     stored = store.alerts()
