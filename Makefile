@@ -54,10 +54,13 @@ compose-down:
 # bench/results/latest.{json,png};
 # then the highest live prod rate each keeps up with for 5 minutes (added to latest.json).
 # Then the history at 1,000 households x 24 h: size per day, commit and page times (history.json).
+# Then a fleet of 100,000 households reading every 30 minutes: a day's backlog drained, then
+# live batches (fleet.json; --households 1000000 for the million).
 bench: deps
 	$(VENV)/bin/python -m bench.run
 	$(VENV)/bin/python -m bench.sustained
 	$(VENV)/bin/python -m bench.history_tables
+	$(VENV)/bin/python -m bench.fleet
 
 # What each rule catches: 672 real households (bench/data/) and 40 simulated ones with labelled
 # injected events, both rules' incidents merged, in prod mode; tuning and reporting halves, 95%

@@ -65,11 +65,11 @@ def simulator_throughput(settings: Settings, readings: int) -> int:
 HDFS_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 
 
-def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _counts: None):
+def start(spark, settings: Settings, which: str, once: bool, on_batch=lambda _counts: None, on_progress=None):
     checkpoint = Path(settings.job.checkpoint_root) / f"{which}-{uuid.uuid4().hex[:6]}"
     spark.conf.set(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER if which == "ours" else HDFS_PROVIDER)
     if which == "ours":
-        return start_query(spark, settings.job, once, on_batch=on_batch, checkpoint=checkpoint)
+        return start_query(spark, settings.job, once, on_batch=on_batch, checkpoint=checkpoint, on_progress=on_progress)
     writer = (original_stream(spark, settings).writeStream.format("kafka").outputMode("append")
               .option("kafka.bootstrap.servers", settings.kafka.bootstrap_servers)
               .option("topic", settings.kafka.alerts_topic)

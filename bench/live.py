@@ -32,7 +32,7 @@ from pipeline.ingest.simulator import Simulator
 LIVE_RUNS = 3  # consecutive live demo runs of ours (see latency)
 
 
-def _percentiles(durations: list[int]) -> dict:
+def percentiles(durations: list[int]) -> dict:
     durations = sorted(durations)
     pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] if durations else None
     return {"batches": len(durations), "batch_ms_p50": pick(0.5), "batch_ms_p95": pick(0.95),
@@ -75,13 +75,13 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     progress = [p for p in query.recentProgress if p["numInputRows"] > 0][2:]  # the backlog and the first live
     state = (progress[-1].get("stateOperators") or [{}]) if progress else [{}]
     query.stop()
-    steady = [p for p in progress if _progress_ms(p) >= steady_from_ms]
+    steady = [p for p in progress if progress_ms(p) >= steady_from_ms]
     baseline = "on" if settings.baseline else "off"
     out = {"households": households, "baseline": baseline, "readings_per_s": round(households / 15),
            "trigger_ms": 1000,
            "backlog_readings": households * backlog_ticks, "backlog_batch_ms": backlog_batch_ms,
-           **_percentiles([p["durationMs"]["triggerExecution"] for p in progress]),
-           "steady": {"after_s": warm_up_s, **_percentiles([p["durationMs"]["triggerExecution"] for p in steady])},
+           **percentiles([p["durationMs"]["triggerExecution"] for p in progress]),
+           "steady": {"after_s": warm_up_s, **percentiles([p["durationMs"]["triggerExecution"] for p in steady])},
            "readings_per_batch_p50": sorted(p["numInputRows"] for p in progress)[len(progress) // 2] if progress else None,
            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
     print(f"  live prod {households:,} households, BASELINE={baseline}: {out['batches']} batches, duration p50 {out['batch_ms_p50']} ms, "
@@ -92,7 +92,7 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     return out
 
 
-def _progress_ms(progress: dict) -> float:
+def progress_ms(progress: dict) -> float:
     """A query progress report's trigger start, epoch ms."""
     return datetime.strptime(progress["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp() * 1000
 

@@ -1,0 +1,157 @@
+"""A fleet: N households, one reading each every 30 minutes, prod mode, the baseline rule on.
+
+    .venv/bin/python -m bench.fleet [--households 100000] [--live-seconds 120]
+
+For each N, on its own broker topic and a fresh checkpoint, in one Spark session with the
+default settings (1 s trigger, MAX_OFFSETS_PER_TRIGGER): a day of backlog (48 readings a
+household, ending now) is published first, then the job starts and drains it, then the
+simulator publishes in real time, each household once in 30 minutes (N / 1800 readings a
+second, spread over the seconds). Reports the backlog's drain rate (readings over the time from
+the first batch's start to the end of the batch that read its last reading) and the live
+batches' p50, p95 and max. Writes bench/results/fleet.json; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench.drains import start
+from bench.live import percentiles, progress_ms
+
+from pipeline.core.kafka import ReadingProducer, ensure_topics
+from pipeline.core.settings import Settings, with_values
+from pipeline.ingest.simulator import Simulator
+from pipeline.job.session import spark_session
+from pipeline.ops import broker
+
+OUT = Path(__file__).resolve().parent / "results"
+TICK_S = 1800
+BACKLOG_TICKS = 48
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="a fleet of households reading every 30 minutes")
+    parser.add_argument("--households", type=lambda v: [int(x) for x in v.split(",")], default=[100_000],
+                        help="comma-separated fleet sizes, each run in turn (1,000,000 is the issue's target; with "
+                             "today's state its backlog takes hours: docs/performance.md)")
+    parser.add_argument("--live-seconds", type=float, default=120.0)
+    parser.add_argument("--output", type=Path, default=OUT, help="folder for fleet.json")
+    return parser.parse_args()
+
+
+def publish_backlog(settings: Settings, households: int, now: int) -> int:
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
+    began, sent = time.perf_counter(), 0
+    for household, line in Simulator(households, TICK_S, 10.0, 5, now - BACKLOG_TICKS * TICK_S).lines(BACKLOG_TICKS):
+        producer.send(household, line)
+        sent += 1
+        if sent % 1_000_000 == 0:
+            print(f"    published {sent:,} of {households * BACKLOG_TICKS:,}", flush=True)
+    producer.flush(600)
+    print(f"    backlog of {sent:,} readings published in {time.perf_counter() - began:.0f} s", flush=True)
+    return sent
+
+
+class Batches:
+    """The progress report of every batch that read readings, as the job's listener hands them over."""
+
+    def __init__(self):
+        self._lock, self._reports = threading.Lock(), []
+
+    def __call__(self, progress: dict) -> None:
+        if progress["numInputRows"] > 0:
+            with self._lock:
+                self._reports.append(progress)
+
+    def poll(self) -> list[dict]:
+        with self._lock:
+            return list(self._reports)
+
+
+def drain_backlog(query, batches: Batches, backlog: int) -> dict:
+    """Waits until the query has read the backlog; its batches' times give the rate."""
+    while sum(p["numInputRows"] for p in batches.poll()) < backlog:
+        if query.exception():
+            raise RuntimeError(f"the query failed: {query.exception()}")
+        time.sleep(1)
+    batches = batches.poll()
+    first, last = batches[0], batches[-1]
+    seconds = (progress_ms(last) + last["durationMs"]["triggerExecution"] - progress_ms(first)) / 1000
+    return {"readings": backlog, "batches": len(batches), "seconds": round(seconds, 1),
+            "readings_per_s": round(backlog / seconds), **percentiles([p["durationMs"]["triggerExecution"]
+                                                                        for p in batches])}
+
+
+def live(batches: Batches, settings: Settings, households: int, now: int, seconds: float) -> dict:
+    """Each household once in TICK_S seconds, in real time, from `now`; the batches that follow."""
+    producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
+    lines = Simulator(households, TICK_S, 10.0, 6, now).tick_lines()[1]
+    live_from_ms = time.time() * 1000
+    per_second = max(1, households // TICK_S)
+    next_second = time.monotonic()
+    for second in range(int(seconds)):
+        for household, line in lines[second * per_second:(second + 1) * per_second]:
+            producer.send(household, line)
+        next_second += 1.0
+        producer.wait(max(0.0, next_second - time.monotonic()))
+    producer.flush(60)
+    time.sleep(5)
+    measured = [p for p in batches.poll() if progress_ms(p) >= live_from_ms]
+    state = (measured[-1].get("stateOperators") or [{}]) if measured else [{}]
+    return {"readings_per_s": per_second, **percentiles([p["durationMs"]["triggerExecution"] for p in measured]),
+            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
+
+
+def fleet(spark, settings: Settings, households: int, seconds: float) -> dict:
+    run = with_values(settings, readings_topic=f"fleet_{uuid.uuid4().hex[:8]}",
+                      alerts_topic=f"alerts_{uuid.uuid4().hex[:8]}")
+    ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions,
+                                                run.kafka.alerts_topic: 1, run.kafka.dlq_topic: 1})
+    now = int(time.time()) // TICK_S * TICK_S
+    print(f"  {households:,} households: a day of backlog", flush=True)
+    backlog = publish_backlog(run, households, now)
+    batches = Batches()
+    query = start(spark, run, "ours", once=False, on_progress=batches)
+    try:
+        drained = drain_backlog(query, batches, backlog)
+        print(f"    drained at {drained['readings_per_s']:,} readings/s in {drained['batches']} batches "
+              f"(p50 {drained['batch_ms_p50']} ms, max {drained['batch_ms_max']} ms)", flush=True)
+        measured = live(batches, run, households, now, seconds)
+    finally:
+        query.stop()
+    print(f"    live, {measured['readings_per_s']} readings/s: {measured['batches']} batches, p50 "
+          f"{measured['batch_ms_p50']} ms, p95 {measured['batch_ms_p95']} ms, max {measured['batch_ms_max']} ms "
+          f"(trigger 1000 ms); state {measured['state_memory_mib']} MiB", flush=True)
+    return {"households": households, "backlog": drained, "live": measured}
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("librdkafka").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as folder:
+        process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
+        try:
+            settings = with_values(None, bootstrap_servers=bootstrap, run_mode="prod", baseline="on",
+                                   dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
+                                   history_root=str(Path(folder) / "history"), stream_metrics_port=0,
+                                   starting_offsets="earliest", trigger_interval="1 second")
+            spark = spark_session(settings.job, app_name="energy-monitor-fleet")
+            results = [fleet(spark, settings, households, args.live_seconds) for households in args.households]
+            spark.stop()
+        finally:
+            broker.stop(process)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "fleet.json").write_text(json.dumps({"tick_s": TICK_S, "backlog_ticks": BACKLOG_TICKS,
+                                                        "trigger_ms": 1000, "results": results}, indent=1) + "\n")
+    print(f"wrote {args.output / 'fleet.json'}")
+
+
+if __name__ == "__main__":
+    main()
