@@ -111,7 +111,7 @@ def _rows(frame: pd.DataFrame, kind: Kind, settings: Settings) -> pd.DataFrame:
         "kind": kind.value, "window_start": starts, "window_end": starts + pd.Timedelta(seconds=rule.window_s),
         "kwh": frame.units.to_numpy() / 1e9,
         "threshold_kwh": frame.threshold.to_numpy() if baseline else rule.threshold,
-        "baseline_kwh": frame["mean"].to_numpy() if baseline else np.nan})
+        "baseline_kwh": frame["usual"].to_numpy() if baseline else np.nan})
 
 
 def evaluate(overrides: str, runs: list[data.Run], events: list[data.Event]) -> tuple[dict, pd.DataFrame]:

@@ -15,6 +15,7 @@ import pytest
 from dataclasses import replace
 from types import SimpleNamespace
 
+from pipeline.core.rules.baseline import BaselineState
 from pipeline.core.rules.fixed import FixedState
 from pipeline.core.settings import load_settings
 from pipeline.job.panes import household_code, household_id
@@ -51,7 +52,7 @@ def run(mode: str, batch_size: int, **overrides):
             for alert in result.baseline_alerts.itertuples():
                 key = (household_id(alert.household), iso(int(alert.start_pane) * rule.slide_s))
                 assert key not in scored, "a window alerted twice"
-                scored[key] = (alert.threshold, alert.mean, alert.excess, alert.windows, alert.slot)
+                scored[key] = (alert.threshold, alert.usual, alert.excess, alert.windows, alert.slot)
             newest = max(newest, int(seconds.max()))
             watermark_ms = max(watermark_ms, (newest - rule.watermark_s) * 1000)
     return fixed, scored
@@ -148,7 +149,7 @@ def run_restarted(mode: str, first: dict, second: dict, seeded: bool = True, bat
             result = run_step(state, rule, batch_readings, watermark_ms, learning, seed)
             state = result.state
             if phase == 2:
-                scored.update({(household_id(a.household), iso(int(a.start_pane) * rule.slide_s)): a.mean
+                scored.update({(household_id(a.household), iso(int(a.start_pane) * rule.slide_s)): a.usual
                                for a in result.baseline_alerts.itertuples()})
             newest = max(newest, int(seconds.max()))
             watermark_ms = max(watermark_ms, (newest - rule.watermark_s) * 1000)
@@ -224,7 +225,7 @@ def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
         own = households == code
         got = band(learning, seconds[own] // rule.slide_s, units[own], mine.start_pane.to_numpy())
         assert got.warm.all()
-        np.testing.assert_allclose(got.usual, mine["mean"], rtol=1e-12)
+        np.testing.assert_allclose(got.usual, mine["usual"], rtol=1e-12)
         np.testing.assert_allclose(got.limit + np.maximum(0.0, learning.persist_kwh - mine.excess.to_numpy()),
                                    mine.threshold, rtol=1e-12)
         assert list(got.windows) == list(mine.windows)
@@ -234,8 +235,6 @@ def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
 def test_a_household_costs_no_more_state_bytes_than_the_rule_before(mode, most):
     """The rule this one replaced stored 24 bytes a household and 18 a slot (42 in demo, 456 in
     prod); this one, after a day of readings from 500 households, stores no more."""
-    from pipeline.core.rules.baseline import BaselineState
-
     settings = load_settings({"RUN_MODE": mode})
     t0, households = 1_788_800_400, 500
     seconds = np.repeat(np.arange(t0, t0 + 86400, 60), households)

@@ -47,12 +47,12 @@ RULE = Field("rule", "text")
 MODE = Field("mode", "text")
 DETECTED_AT = Field("detected_at", "time", required=False)
 KIND = Field("kind", "text", required=False)
-BASELINE_MEAN = Field("baseline_kwh", "number", only=Kind.BASELINE)
+BASELINE_USUAL = Field("baseline_kwh", "number", only=Kind.BASELINE)
 EXCESS = Field("excess_kwh", "number", only=Kind.BASELINE)
 BASELINE_WINDOWS = Field("baseline_windows", "count", only=Kind.BASELINE)
 SLOT = Field("slot", "count", only=Kind.BASELINE)
 FIELDS = (ALERT_ID, HOUSEHOLD, WINDOW_START, WINDOW_END, KWH, THRESHOLD, RULE, MODE, DETECTED_AT, KIND,
-          BASELINE_MEAN, EXCESS, BASELINE_WINDOWS, SLOT)
+          BASELINE_USUAL, EXCESS, BASELINE_WINDOWS, SLOT)
 NAMES = tuple(f.name for f in FIELDS)
 EXPLAINING = tuple(f for f in FIELDS if f.only is not None)  # what a kind's alert adds to explain itself
 

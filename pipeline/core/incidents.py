@@ -20,7 +20,7 @@ def incidents(alerts: pd.DataFrame, slot_s: int | None = None, slots: int | None
     baseline rule's slot layout) let a reason name its slot's hours when slots divide the day."""
     if alerts.empty:
         return pd.DataFrame(columns=FIELDS)
-    kind, usual = alert.KIND.name, alert.BASELINE_MEAN.name
+    kind, usual = alert.KIND.name, alert.BASELINE_USUAL.name
     rows = alerts.assign(**{kind: alerts[kind].fillna(alert.DEFAULT_KIND.value) if kind in alerts
                             else alert.DEFAULT_KIND.value})
     if usual not in rows:

@@ -47,7 +47,7 @@ def _alert_values(rule: Rule, baseline: BaselineRule | None, household) -> dict:
         alert.KWH: F.col("kwh_units") / F.lit(KWH_UNITS), alert.THRESHOLD: threshold, alert.RULE: text,
         alert.MODE: F.lit(rule.mode), alert.DETECTED_AT: _stamp(wall_clock_s()),
         alert.KIND: F.when(is_baseline, F.lit(alert.Kind.BASELINE.value)).otherwise(F.lit(alert.Kind.THRESHOLD.value)),
-        alert.BASELINE_MEAN: F.when(is_baseline, F.col("mean")), alert.EXCESS: F.when(is_baseline, F.col("excess")),
+        alert.BASELINE_USUAL: F.when(is_baseline, F.col("usual")), alert.EXCESS: F.when(is_baseline, F.col("excess")),
         alert.BASELINE_WINDOWS: F.when(is_baseline, F.col("windows")), alert.SLOT: F.when(is_baseline, F.col("slot")),
     }
 

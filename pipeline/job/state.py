@@ -34,10 +34,10 @@ BATCH_ID_PROPERTY = "streaming.sql.batchId"
 # One row of parallel arrays per bucket: an alert's columns (kind: KINDS), a refused reading's
 # (household, event second as window_start, units, its record's position as windows), a dead
 # letter's (the document; the numbers 0).
-OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter", "kind", "threshold", "mean", "excess",
+OUTPUT_COLUMNS = ("household", "window_start", "kwh_units", "dead_letter", "kind", "threshold", "usual", "excess",
                   "windows", "slot")
 BUCKET_OUTPUT_SCHEMA = ("household array<long>, window_start array<long>, kwh_units array<long>, "
-                        "dead_letter array<string>, kind array<long>, threshold array<double>, mean array<double>, "
+                        "dead_letter array<string>, kind array<long>, threshold array<double>, usual array<double>, "
                         "excess array<double>, windows array<long>, slot array<long>")
 _NO_OUTPUT = pd.DataFrame({name: pd.Series([], dtype=object) for name in OUTPUT_COLUMNS})
 STATE_SCHEMA = "panes binary, alerted binary, baseline binary"
@@ -224,7 +224,7 @@ def output_rows(alerts: dict, invalid: pd.Series | None, refused: Refused, slide
                                                dtype=object), letters]),
         "kind": np.concatenate([np.full(len(f), code) for code, f in frames]
                                + [np.full(len(refused.households), KIND_REFUSED), np.zeros(len(letters))]).astype(np.int64),
-        "threshold": column("threshold", np.float64), "mean": column("mean", np.float64),
+        "threshold": column("threshold", np.float64), "usual": column("usual", np.float64),
         "excess": column("excess", np.float64), "slot": column("slot", np.int64),
         "windows": column("windows", np.int64, refused.positions),
     }

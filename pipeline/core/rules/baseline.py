@@ -117,7 +117,7 @@ class BaselineState:
 @dataclass(frozen=True)
 class BaselineResult:
     state: BaselineState
-    alerts: pd.DataFrame  # household, start_pane, units, threshold, mean (usual), excess, windows, slot, crossed_ms
+    alerts: pd.DataFrame  # household, start_pane, units, threshold, usual, excess, windows, slot, crossed_ms
     warm: int  # households of the bucket whose every slot is warm
     warming: int
 
@@ -348,7 +348,7 @@ def _alerts(rule: BaselineRule, names: np.ndarray, rows: _Rows, judged: _Judged,
     starts = rows.j[fired] * (rule.window_s // rule.slide_s)
     threshold = judged.limit + np.maximum(0.0, rule.persist_kwh - judged.carried_in)
     return pd.DataFrame({"household": households, "start_pane": starts, "units": rows.units[fired],
-                         "threshold": threshold[fired], "mean": judged.usual[fired], "excess": judged.carried_in[fired],
+                         "threshold": threshold[fired], "usual": judged.usual[fired], "excess": judged.carried_in[fired],
                          "windows": judged.count[fired], "slot": ((rows.j * rule.window_s // rule.slot_s) % rule.slots)[fired],
                          "crossed_ms": windows.crossed_ms(households, starts)})
 
