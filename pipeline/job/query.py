@@ -28,8 +28,8 @@ SOURCE_OPTIONS = {
     **KAFKA_FAILOVER_OPTIONS,
     "kafka.default.api.timeout.ms": "15000",
     "kafka.fetch.max.wait.ms": "20",
-    "kafka.max.partition.fetch.bytes": str(256 * 1024),
-    "kafka.max.poll.records": "10000",
+    "kafka.max.partition.fetch.bytes": str(4 * 1024 * 1024),
+    "kafka.max.poll.records": "50000",
 }
 # Large lz4 batches carry a batch's alerts in a few dozen requests instead of thousands; a record
 # the broker does not take is retried for 5 minutes, then the batch fails
