@@ -24,7 +24,7 @@ from bench.drains import start
 from prometheus_client import CollectorRegistry
 
 from pipeline.core.clock import parse_utc
-from pipeline.core.settings import Settings, with_values
+from pipeline.core.settings import MAX_BATCH_READINGS, Settings, with_values
 from pipeline.core.kafka import ReadingProducer, ensure_topics, read_topic
 from pipeline.core.metrics import StreamMetrics
 from pipeline.ingest.simulator import Simulator
@@ -57,9 +57,11 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
         producer.send(household, line)
     producer.flush(300)
     query = start(spark, run, "ours", once=False)
-    while not query.recentProgress or query.recentProgress[-1]["numInputRows"] == 0:
-        time.sleep(0.5)  # the backlog's batch, which builds the state
-    backlog_batch_ms = query.recentProgress[-1]["durationMs"]["triggerExecution"]
+    backlog = households * backlog_ticks
+    while sum(p["numInputRows"] for p in query.recentProgress) < backlog:
+        time.sleep(0.5)  # the backlog's batches (MAX_OFFSETS_PER_TRIGGER each), which build the state
+    read = [p for p in query.recentProgress if p["numInputRows"] > 0]
+    backlog_batch_ms, last_backlog_batch = max(p["durationMs"]["triggerExecution"] for p in read), read[-1]["batchId"]
     sim = Simulator(households, 15, 10.0, 6, now)
     steady_from_ms = (time.time() + warm_up_s) * 1000
     stop, next_slice = time.monotonic() + seconds, time.monotonic()
@@ -72,14 +74,15 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
             producer.wait(max(0.0, next_slice - time.monotonic()))
     producer.flush(60)
     time.sleep(5)
-    progress = [p for p in query.recentProgress if p["numInputRows"] > 0][2:]  # the backlog and the first live
+    # Not the backlog's batches, nor the first live one, which read what came during the last of them.
+    progress = [p for p in query.recentProgress if p["numInputRows"] > 0 and p["batchId"] > last_backlog_batch + 1]
     state = (progress[-1].get("stateOperators") or [{}]) if progress else [{}]
     query.stop()
     steady = [p for p in progress if progress_ms(p) >= steady_from_ms]
     baseline = "on" if settings.baseline else "off"
     out = {"households": households, "baseline": baseline, "readings_per_s": round(households / 15),
            "trigger_ms": 1000,
-           "backlog_readings": households * backlog_ticks, "backlog_batch_ms": backlog_batch_ms,
+           "backlog_readings": backlog, "backlog_batch_ms_max": backlog_batch_ms,
            **percentiles([p["durationMs"]["triggerExecution"] for p in progress]),
            "steady": {"after_s": warm_up_s, **percentiles([p["durationMs"]["triggerExecution"] for p in steady])},
            "readings_per_batch_p50": sorted(p["numInputRows"] for p in progress)[len(progress) // 2] if progress else None,
@@ -245,7 +248,7 @@ def main() -> None:
         try:
             settings = with_values(None, bootstrap_servers=bootstrap, dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
                                 checkpoint_root=str(Path(folder) / "chk"), history_root=str(Path(folder) / "history"),
-                                stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=100_000_000)
+                                stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=MAX_BATCH_READINGS)
             spark = spark_session(settings.job, app_name="energy-monitor-bench-live-prod")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
             for baseline in ("on", "on", "off"):

@@ -27,7 +27,7 @@ from bench.live import LIVE_RUNS, latency, live_prod_batches
 from bench.report import chart, machine, peak_rss_mib, print_drains, print_table
 
 from pipeline.ops import broker
-from pipeline.core.settings import Settings, with_values
+from pipeline.core.settings import MAX_BATCH_READINGS, Settings, with_values
 from pipeline.job.session import spark_session
 from pipeline.core.kafka import ensure_topics
 
@@ -147,12 +147,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, bootstrap = broker.start(Path(folder), broker.free_port(), broker.free_port())
         try:
-            # The drain reads the whole backlog in one batch, as the original query does.
+            # The drain reads the whole backlog (1M readings by default) in one batch, as the original
+            # query does: the largest batch MAX_OFFSETS_PER_TRIGGER allows.
             settings = with_values(None, bootstrap_servers=bootstrap, readings_topic=f"backlog_{uuid.uuid4().hex[:8]}",
                                 dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
                                 history_root=str(Path(folder) / "history"),  # nothing to seed the baselines from
                                 speedup=args.speedup, stream_metrics_port=0, starting_offsets="earliest",
-                                max_offsets_per_trigger=100_000_000)
+                                max_offsets_per_trigger=MAX_BATCH_READINGS)
             clients = {} if args.drains_only else producer_throughput(settings, args.quick)
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)

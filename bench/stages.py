@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 from pipeline.ops import broker
-from pipeline.core.settings import Settings, with_values
+from pipeline.core.settings import MAX_BATCH_READINGS, Settings, with_values
 from pipeline.job.driver import start_query
 from pipeline.job.session import spark_session
 from pipeline.core.kafka import ensure_topics
@@ -169,7 +169,7 @@ def main() -> None:
         try:
             base = with_values(None, bootstrap_servers=bootstrap, checkpoint_root=str(Path(folder) / "chk"), stream_metrics_port=0,
                             history_root=str(Path(folder) / "history"),
-                            starting_offsets="earliest", max_offsets_per_trigger=100_000_000,
+                            starting_offsets="earliest", max_offsets_per_trigger=MAX_BATCH_READINGS,
                             spark_ui_port=broker.free_port())
             spark = spark_session(base.job, app_name="energy-monitor-profile")
             ui = SparkUI(base.job.spark_ui_port)

@@ -143,6 +143,7 @@ def test_env_example_and_the_configuration_page_list_every_variable_with_its_def
     ({"MAX_FUTURE_SKEW": "soon"}, "MAX_FUTURE_SKEW"),
     ({"STARTING_OFFSETS": "yesterday"}, "STARTING_OFFSETS"),
     ({"MAX_OFFSETS_PER_TRIGGER": "0"}, "MAX_OFFSETS_PER_TRIGGER"),
+    ({"MAX_OFFSETS_PER_TRIGGER": "1000001"}, "MAX_OFFSETS_PER_TRIGGER"),
     ({"VIEW_PORT": "70000"}, "VIEW_PORT"),
     ({"TRIGGER_INTERVAL": "fast"}, "TRIGGER_INTERVAL"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),

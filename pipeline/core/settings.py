@@ -33,6 +33,10 @@ KWH_UNITS = 1_000_000_000  # energy is summed as integer nano-kWh: exact and ord
 # maximal readings of one household in one window.
 MAX_READING_KWH_LIMIT = 1000.0
 MAX_KWH = MAX_READING_KWH_LIMIT * 1e6  # the largest threshold or floor a setting may give
+# The most readings a micro-batch may hold: a batch's Python memory grows with its readings, up to
+# about 4 KB each in prod when every reading is its household's only one in its windows
+# (docs/operations.md, "A batch's memory").
+MAX_BATCH_READINGS = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -129,7 +133,7 @@ def _parse(f, raw: str):
         except ValueError:
             raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
         if not low <= value <= high:
-            raise ConfigError(f"{name}: must be an integer in [{low:g}, {high:g}], got {value}")
+            raise ConfigError(f"{name}: must be an integer from {low:,.0f} to {high:,.0f}, got {value:,}")
         return value
     return raw.strip()
 
@@ -413,7 +417,7 @@ class JobSettings(_Group):
     trigger_interval: int = setting(1, "duration")
     spark_ui_port: int = setting(4040, low=1, high=65_535)
     alert_latency_slo_seconds: float = setting(2.0, low=0.0, high=3600.0, low_inclusive=False)
-    max_offsets_per_trigger: int = setting(200_000, low=1, high=100_000_000)
+    max_offsets_per_trigger: int = setting(200_000, low=1, high=MAX_BATCH_READINGS)
     stream_metrics_port: int = setting(9102, low=0, high=65_535)
     kafka: KafkaSettings = group(KafkaSettings)
     readings: ReadingsSettings = group(ReadingsSettings)
