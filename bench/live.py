@@ -59,6 +59,8 @@ def live_prod_batches(spark, settings: Settings, households: int, backlog_ticks:
     query = start(spark, run, "ours", once=False)
     backlog = households * backlog_ticks
     while sum(p["numInputRows"] for p in query.recentProgress) < backlog:
+        if query.exception():
+            raise RuntimeError(f"the query failed on the backlog: {query.exception()}")
         time.sleep(0.5)  # the backlog's batches (MAX_OFFSETS_PER_TRIGGER each), which build the state
     read = [p for p in query.recentProgress if p["numInputRows"] > 0]
     backlog_batch_ms, last_backlog_batch = max(p["durationMs"]["triggerExecution"] for p in read), read[-1]["batchId"]
