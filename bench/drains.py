@@ -38,10 +38,10 @@ QUICK_DRAINS = (1, 1)
 DRAINED = (("ours", "ours", "on"), ("ours_baseline_off", "ours", "off"), ("original", "original", "on"))
 
 
-def fill(settings: Settings, households: int, ticks: int, start: int = START) -> int:
+def fill(settings: Settings, households: int, ticks: int, start: int = START, interval_s: int = 15) -> int:
     ensure_topics(settings.kafka.bootstrap_servers, {settings.kafka.readings_topic: settings.kafka.readings_partitions})
     producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
-    for household, line in Simulator(households, 15, 10.0, 1, start).lines(ticks):
+    for household, line in Simulator(households, interval_s, 10.0, 1, start).lines(ticks):
         producer.send(household, line)
     assert producer.flush(120) == 0 and producer.stats.failed == 0
     return producer.stats.acknowledged

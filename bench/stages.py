@@ -104,13 +104,14 @@ def batch_profile(ui: SparkUI, progress: dict, job_before: int, execution_before
             "stages": stage_rows(ui, jobs), "nodes": node_rows(ui.executions_after(execution_before))}
 
 
-def profile_mode(spark, ui: SparkUI, settings: Settings, households: int, ticks: int, live_batches: int) -> dict:
+def profile_mode(spark, ui: SparkUI, settings: Settings, households: int, ticks: int, live_batches: int,
+                 interval_s: int) -> dict:
     """One drain batch of the backlog, then `live_batches` batches of one tick each."""
     run = with_values(settings, readings_topic=f"r_{uuid.uuid4().hex[:8]}",
                               alerts_topic=f"a_{uuid.uuid4().hex[:8]}", dlq_topic=f"d_{uuid.uuid4().hex[:8]}")
     ensure_topics(run.kafka.bootstrap_servers, {run.kafka.readings_topic: run.kafka.readings_partitions, run.kafka.alerts_topic: 1,
                                           run.kafka.dlq_topic: 1})
-    readings = fill(run, households, ticks, START)
+    readings = fill(run, households, ticks, START, interval_s)
     checkpoint = Path(run.job.checkpoint_root) / f"profile-{uuid.uuid4().hex[:6]}"
     out = {"readings": readings}
     job, execution = ui.last_job_id(), ui.last_execution_id()
@@ -121,7 +122,7 @@ def profile_mode(spark, ui: SparkUI, settings: Settings, households: int, ticks:
     out["drain"] = batch_profile(ui, query.lastProgress, job, execution)
     live = []
     for tick in range(live_batches):
-        fill(run, households, 1, START + (ticks + tick) * 15)
+        fill(run, households, 1, START + (ticks + tick) * interval_s, interval_s)
         job, execution = ui.last_job_id(), ui.last_execution_id()
         query = start_query(spark, run.job, once=True, checkpoint=checkpoint)
         query.awaitTermination()
@@ -159,6 +160,8 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=100)
     parser.add_argument("--live-batches", type=int, default=5)
     parser.add_argument("--modes", default="demo,prod")
+    parser.add_argument("--interval", type=int, default=15,
+                        help="seconds between a household's readings (1800: the fleet's sparse meters)")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "stages.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -175,17 +178,18 @@ def main() -> None:
             ui = SparkUI(base.job.spark_ui_port)
             for mode in args.modes.split(","):  # warm the JVM: a first query pays its JIT compiling
                 profile_mode(spark, ui, with_values(base, run_mode=mode), args.households,
-                             max(1, args.ticks // 10), 0)
+                             max(1, args.ticks // 10), 0, args.interval)
             for mode in args.modes.split(","):
                 result[mode] = profile_mode(spark, ui, with_values(base, run_mode=mode),
-                                            args.households, args.ticks, args.live_batches)
+                                            args.households, args.ticks, args.live_batches, args.interval)
                 print_batch(f"{mode} drain ({result[mode]['drain_seconds']} s)", result[mode]["drain"])
                 print_batch(f"{mode} live batch (last of {args.live_batches})", result[mode]["live"][-1])
                 print(f"  {mode} live medians (ms): {median_live(result[mode]['live'])}", flush=True)
             spark.stop()
         finally:
             broker.stop(process)
-    args.output.write_text(json.dumps({"households": args.households, "ticks": args.ticks, **result}, indent=1) + "\n")
+    args.output.write_text(json.dumps({"households": args.households, "ticks": args.ticks,
+                                       "interval_s": args.interval, **result}, indent=1) + "\n")
     print(f"wrote {args.output}")
 
 

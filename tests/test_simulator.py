@@ -45,3 +45,16 @@ def test_households_differ_and_values_are_plausible():
     daily_kwh = kwh.sum(axis=0)
     assert daily_kwh.max() > 1.5 * daily_kwh.min()
     assert 3 < np.median(daily_kwh) < 60  # a home uses a few to a few tens of kWh a day
+
+
+def test_a_burst_shorter_than_the_tick_adds_its_energy_not_a_whole_tick_of_its_power():
+    """A 30-minute meter: a 2-25 minute burst of at most 7 kW adds at most 7 kW x 25 min to a
+    reading, so no reading exceeds the profile's power for the tick plus that, with the jitter."""
+    tick_s, households = 1800, 2000
+    sim = Simulator(households, tick_s, 10.0, 5, 1_783_000_800)
+    most_burst_kwh = 7.0 * 25 / 60
+    for _ in range(48):
+        epoch, kwh = sim.tick()
+        hour = (epoch % 86400) / 3600.0
+        profile_kwh = profile_kw(hour + sim.homes.shift_h) * sim.homes.scale * tick_s / 3600
+        assert (kwh <= (profile_kwh + most_burst_kwh) * 1.1 + 1e-9).all()

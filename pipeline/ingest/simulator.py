@@ -62,19 +62,21 @@ class Simulator:
             shift_h=self._rng.uniform(-1.0, 1.0, size=households),
         )
         self._burst_kw = np.zeros(households)
-        self._burst_ticks_left = np.zeros(households, dtype=np.int64)
+        self._burst_s_left = np.zeros(households, dtype=np.int64)
 
     def _bursts(self) -> np.ndarray:
+        """Each household's burst power averaged over this tick. A burst lasts whole minutes; a
+        tick longer than what is left of it (a 30-minute meter) gets the burst's energy, not
+        the burst's power for the whole tick."""
         n = len(self.homes.ids)
         p_start = BURST_START_PROBABILITY_PER_HOUR * self.tick_s / 3600.0
-        starting = (self._burst_ticks_left == 0) & (self._rng.random(n) < p_start)
+        starting = (self._burst_s_left == 0) & (self._rng.random(n) < p_start)
         minutes = self._rng.integers(*BURST_MINUTES_RANGE, size=n, endpoint=True)
         self._burst_kw = np.where(starting, self._rng.uniform(*BURST_KW_RANGE, size=n), self._burst_kw)
-        self._burst_ticks_left = np.where(
-            starting, np.maximum(1, minutes * 60 // self.tick_s), self._burst_ticks_left)
-        active = self._burst_ticks_left > 0
-        self._burst_ticks_left = np.maximum(0, self._burst_ticks_left - 1)
-        return np.where(active, self._burst_kw, 0.0)
+        self._burst_s_left = np.where(starting, minutes * 60, self._burst_s_left)
+        on_s = np.minimum(self._burst_s_left, self.tick_s)
+        self._burst_s_left = self._burst_s_left - on_s
+        return self._burst_kw * (on_s / self.tick_s)
 
     def tick(self) -> tuple[int, np.ndarray]:
         """Advance one tick; returns its event time and each household's kWh."""
