@@ -1,6 +1,6 @@
 """Where a micro-batch of the job spends its time, from Spark's own metrics.
 
-    .venv/bin/python bench/stages.py [--households N] [--ticks T] [--live-batches B] [--output F]
+    .venv/bin/python bench/stages.py [--households N] [--ticks T] [--live-batches B] [--interval S] [--output F]
 
 Starts its own Kafka broker and warms the JVM with a small drain per mode; then it fills a
 backlog, and for each mode runs our job on it:
