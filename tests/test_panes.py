@@ -103,14 +103,24 @@ def test_state_keeps_only_open_windows():
 
 
 @pytest.mark.parametrize("seed", range(50))
-def test_window_starts_are_every_window_that_contains_a_touched_pane(seed):
-    from pipeline.job.panes import _window_starts
+def test_windows_are_every_window_that_contains_a_touched_pane_in_runs_of_the_same_panes(seed):
+    from pipeline.job.panes import _same_windows, _window_runs
 
     rng = np.random.default_rng(seed)
-    touched = np.unique(rng.integers(0, 500, size=rng.integers(1, 60)))
+    panes = np.unique(rng.integers(0, 500, size=rng.integers(1, 80)))
+    touched = np.unique(rng.choice(panes, size=rng.integers(1, len(panes) + 1)))
     k = int(rng.integers(1, 70))
     naive = np.unique(np.concatenate([touched - j for j in range(k)]))
-    assert np.array_equal(_window_starts(touched, k), naive)
+    starts, counts = _same_windows(panes, *_window_runs(touched, k), k)
+    every = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, counts)])
+    assert np.array_equal(every, naive)
+
+    def held(s):
+        return tuple(panes[(panes >= s) & (panes < s + k)])
+
+    for s, n in zip(starts, counts):
+        assert all(held(w) == held(s) for w in range(s, s + n))
+        assert s - 1 not in every or held(s - 1) != held(s)  # a piece is as long as its panes stay
 
 
 def test_alert_carries_the_newest_record_time_of_its_window_in_the_batch():

@@ -303,7 +303,7 @@ def _first_sightings(state_keys: np.ndarray, state_seen: np.ndarray, keys: np.nd
 
 def _no_windows() -> Windows:
     empty = np.zeros(0, dtype=np.int64)
-    return Windows(empty, empty, empty, lambda households, starts: np.zeros(len(starts), dtype=np.int64))
+    return Windows(empty, empty, empty, empty, lambda households, starts: np.zeros(len(starts), dtype=np.int64))
 
 
 def _advance_touched(rows: _Rows, batch: Readings, min_open: int, k: int) -> tuple[PaneState, Windows, np.ndarray]:
@@ -328,15 +328,17 @@ def _advance_touched(rows: _Rows, batch: Readings, min_open: int, k: int) -> tup
         batch.record_ms[fresh], np.concatenate([rows.seen, bits[fresh]]))
     prefix = np.concatenate([[0], np.cumsum(pane_units)])
     batch_pane_keys, batch_newest_ms = pane_keys[in_batch], pane_newest_ms[in_batch]
-    candidates = _window_starts(batch_pane_keys, k)
-    candidates = candidates[keys.panes(candidates) >= min_open]
-    window_units = (prefix[np.searchsorted(pane_keys, candidates + k)]
-                    - prefix[np.searchsorted(pane_keys, candidates)])
+    run_starts, run_ends = _window_runs(batch_pane_keys, k)
+    # A run never spans two households (their keys are k apart): clip it to its household's open windows.
+    run_starts = np.maximum(run_starts, run_starts // keys.span * keys.span + (min_open - keys.base))
+    open_runs = run_starts <= run_ends
+    starts, counts = _same_windows(pane_keys, run_starts[open_runs], run_ends[open_runs], k)
+    window_units = prefix[np.searchsorted(pane_keys, starts + k)] - prefix[np.searchsorted(pane_keys, starts)]
 
     keep_panes = keys.panes(pane_keys) >= min_open
     new_state = PaneState.from_rows(keys.households(pane_keys[keep_panes]), keys.panes(pane_keys[keep_panes]),
                                     pane_units[keep_panes], pane_seen[keep_panes])
-    windows = Windows(keys.households(candidates), keys.panes(candidates), window_units,
+    windows = Windows(keys.households(starts), keys.panes(starts), counts, window_units,
                       lambda households, starts: _newest_in_window(batch_pane_keys, batch_newest_ms,
                                                                    keys.of(households, starts), k))
     return new_state, windows, fresh
@@ -377,22 +379,45 @@ def _pane_totals(keys: np.ndarray, units: np.ndarray, record_ms: np.ndarray,
             np.bitwise_or.reduceat(seen[order], starts, axis=0))
 
 
-def _window_starts(touched: np.ndarray, k: int) -> np.ndarray:
-    """Sorted distinct keys s with s <= t < s + k for some touched pane key t.
+def _window_runs(touched: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The window-start keys s with s <= t < s + k for some touched pane key t (ascending), as
+    runs of consecutive keys: first and last of each.
 
-    Each touched pane opens the interval [t-k+1, t]; overlapping intervals are merged before
-    they are expanded, so a backlog of consecutive panes costs one key per window instead of k
-    (60 in prod). Keys of different households never merge: their ranges are k apart.
+    Each touched pane opens the interval [t-k+1, t]; overlapping intervals are merged, so a
+    backlog of consecutive panes is one run. Keys of different households never merge: their
+    ranges are k apart.
     """
     if len(touched) == 0:
-        return touched
+        return touched, touched
     starts, ends = touched - (k - 1), touched
     new_run = np.empty(len(touched), dtype=bool)
     new_run[0] = True
     new_run[1:] = starts[1:] > ends[:-1] + 1
     first = np.flatnonzero(new_run)
-    run_starts = starts[first]
-    run_ends = ends[np.append(first[1:] - 1, len(touched) - 1)]
-    lengths = run_ends - run_starts + 1
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(run_starts, lengths) + offsets
+    return starts[first], ends[np.append(first[1:] - 1, len(touched) - 1)]
+
+
+def _same_windows(pane_keys: np.ndarray, run_starts: np.ndarray, run_ends: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The runs of window starts cut where a window's panes change: the first start of each piece
+    and its number of windows. Window s holds the panes in [s, s+k), so window s+1 holds other
+    panes only when pane s or pane s+k is one of `pane_keys` (ascending, distinct): a pane 30
+    minutes from its neighbours is alone in all 60 windows of prod, which are then one piece,
+    summed and judged once."""
+    if len(run_starts) == 0:
+        return run_starts, run_starts
+    # Window s differs from window s-1 when pane s-1 leaves it or pane s+k-1 enters it.
+    both = np.sort(np.concatenate([pane_keys + 1, pane_keys - (k - 1)]), kind="stable")  # two sorted halves
+    changes = both[np.concatenate([[True], both[1:] != both[:-1]])]
+    lo = np.searchsorted(changes, run_starts, side="right")
+    hi = np.searchsorted(changes, run_ends, side="right")
+    pieces = 1 + hi - lo
+    first_piece = np.cumsum(pieces) - pieces
+    run = np.repeat(np.arange(len(run_starts)), pieces)
+    place = np.arange(pieces.sum()) - first_piece[run]
+    starts = np.where(place == 0, run_starts[run], changes[np.minimum(lo[run] + place - 1, len(changes) - 1)])
+    ends = np.append(starts[1:], 0)
+    last = np.zeros(len(starts), dtype=bool)
+    last[first_piece + pieces - 1] = True
+    ends = np.where(last, run_ends[run] + 1, ends)
+    return starts, ends - starts

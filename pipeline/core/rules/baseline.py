@@ -428,7 +428,7 @@ def learn(rule: BaselineRule, households: np.ndarray, panes: np.ndarray, units: 
     watermark_ms = ((newest_pane + 1) * rule.slide_s - 1 - rule.watermark_s) * 1000
     none = np.zeros(0, dtype=np.int64)
     readings = SimpleNamespace(households=households, panes=panes, units=units)
-    windows = Windows(none, none, none, lambda _households, starts: np.zeros(len(starts), dtype=np.int64))
+    windows = Windows(none, none, none, none, lambda _households, starts: np.zeros(len(starts), dtype=np.int64))
     learned = step(BaselineState.empty(), rule, readings, windows, watermark_ms).state
     return replace(learned, pending_households=none, pending_j=none, pending_units=none,
                    alerted_households=none, alerted_j=none)

@@ -55,11 +55,17 @@ def pair_keys(households: np.ndarray, starts: np.ndarray, *more: np.ndarray) -> 
 
 
 def step(state: FixedState, threshold_units: int, windows: Windows, min_open: int) -> FixedResult:
-    """The batch's touched windows judged; the alerted windows that are still open kept."""
-    touched, remembered = pair_keys(windows.households, windows.starts, state.households, state.starts)
-    fires = (windows.units > threshold_units) & ~np.isin(touched, remembered)
-    households, starts = windows.households[fires], windows.starts[fires]
-    alerts = pd.DataFrame({"household": households, "start_pane": starts, "units": windows.units[fires],
+    """The batch's touched windows judged, once per run of windows with the same sum; the windows
+    of the runs above the threshold, less those remembered, alert; the alerted windows that are
+    still open are kept."""
+    over = np.flatnonzero(windows.units > threshold_units)
+    counts = windows.counts[over]
+    run = np.repeat(over, counts)
+    starts = windows.starts[run] + np.arange(len(run)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keys, remembered = pair_keys(windows.households[run], starts, state.households, state.starts)
+    fresh = ~np.isin(keys, remembered)
+    run, households, starts = run[fresh], windows.households[run[fresh]], starts[fresh]
+    alerts = pd.DataFrame({"household": households, "start_pane": starts, "units": windows.units[run],
                            "crossed_ms": windows.crossed_ms(households, starts)})
     every_household = np.concatenate([state.households, households])
     every_start = np.concatenate([state.starts, starts])

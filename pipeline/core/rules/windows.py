@@ -9,12 +9,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Windows:
-    """Household code, start pane and sum (integer units) of each window; `crossed_ms(households,
-    starts)` gives, for some of them, when the reading that made it cross reached Kafka (the
-    newest record time among the batch's readings in it): the rules ask only for the windows
-    that alert, since it costs a lookup per pane of a window."""
+    """The windows a batch touched, in runs of consecutive windows that hold the same panes (and
+    so the same sum): household code, start pane of the run's first window, windows in the run,
+    and their sum (integer units). `crossed_ms(households, starts)` gives, for some windows, when
+    the reading that made it cross reached Kafka (the newest record time among the batch's
+    readings in it): the rules ask only for the windows that alert, since it costs a lookup per
+    pane of a window."""
 
     households: np.ndarray
     starts: np.ndarray
+    counts: np.ndarray
     units: np.ndarray
     crossed_ms: Callable[[np.ndarray, np.ndarray], np.ndarray]
