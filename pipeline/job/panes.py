@@ -416,8 +416,6 @@ def _same_windows(pane_keys: np.ndarray, run_starts: np.ndarray, run_ends: np.nd
     run = np.repeat(np.arange(len(run_starts)), pieces)
     place = np.arange(pieces.sum()) - first_piece[run]
     starts = np.where(place == 0, run_starts[run], changes[np.minimum(lo[run] + place - 1, len(changes) - 1)])
-    ends = np.append(starts[1:], 0)
-    last = np.zeros(len(starts), dtype=bool)
-    last[first_piece + pieces - 1] = True
-    ends = np.where(last, run_ends[run] + 1, ends)
+    ends = np.append(starts[1:], 0)  # a piece ends where the next begins, the last of a run after it
+    ends[first_piece + pieces - 1] = run_ends + 1
     return starts, ends - starts

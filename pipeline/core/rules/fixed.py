@@ -64,7 +64,8 @@ def step(state: FixedState, threshold_units: int, windows: Windows, min_open: in
     starts = windows.starts[run] + np.arange(len(run)) - np.repeat(np.cumsum(counts) - counts, counts)
     keys, remembered = pair_keys(windows.households[run], starts, state.households, state.starts)
     fresh = ~np.isin(keys, remembered)
-    run, households, starts = run[fresh], windows.households[run[fresh]], starts[fresh]
+    run, starts = run[fresh], starts[fresh]
+    households = windows.households[run]
     alerts = pd.DataFrame({"household": households, "start_pane": starts, "units": windows.units[run],
                            "crossed_ms": windows.crossed_ms(households, starts)})
     every_household = np.concatenate([state.households, households])
