@@ -172,6 +172,10 @@ class _Table:
 
     @classmethod
     def widen(cls, state: BaselineState, names: np.ndarray, slots: int) -> "_Table":
+        if len(names) == len(state.names) and len(state.usual) == len(names) * slots:  # most live batches: no one new
+            return cls(state.applied, state.newest.copy(), state.carried.astype(np.float64),
+                       state.in_a_row.copy(), state.usual.astype(np.float64), state.mean.astype(np.float64),
+                       state.count.copy(), slots)
         at = np.searchsorted(names, state.names)
         per_household = [np.full(len(names), NO_WINDOW, dtype=np.int64), np.zeros(len(names)),
                          np.zeros(len(names), dtype=np.int64)]
