@@ -160,13 +160,14 @@ def test_partitions_added_while_it_runs_are_archived(make_settings):
         for future in admin.create_partitions([NewPartitions(settings.kafka.readings_topic, 3)]).values():
             future.result(30)
         producer = ReadingProducer(settings.kafka.bootstrap_servers, settings.kafka.readings_topic)
-        wait_for("the new partitions known", lambda: len(
-            admin.list_topics(settings.kafka.readings_topic, timeout=10).topics[settings.kafka.readings_topic].partitions) == 3,
-            30, 0.5)
+        # The producer's own view: one that still knows a single partition fails the records of the others.
+        wait_for("the new partitions known", lambda: all(len(
+            client.list_topics(settings.kafka.readings_topic, timeout=10).topics[settings.kafka.readings_topic].partitions) == 3
+            for client in (admin, producer._producer)), 30, 0.5)
         for partition in range(3):
             producer._producer.produce(settings.kafka.readings_topic, f"2026-07-02T14:00:00Z,H00{partition},0.01".encode(),
-                                       partition=partition)
-        assert producer.flush(30) == 0
+                                       partition=partition, on_delivery=producer._delivered)
+        assert producer.flush(30) == 0 and producer.stats.failed == 0, producer.stats.last_error
         consumed(registry, "energy", 3)
     assert sorted(energy_rows(settings).household_id) == ["H000", "H001", "H002"]
 
