@@ -8,9 +8,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from pipeline.core.metrics import StreamMetrics
 from pipeline.job.counts import BatchCounts, BatchTally, BucketFigures, RunTotals
 from pipeline.job.listener import BatchCountsRouter
 
@@ -115,15 +113,3 @@ def test_a_run_gets_its_progress_before_its_counts_and_its_idle_notices():
     router.idle("run-1")
     router.idle("someone-else")
     assert seen == [("progress", 12), ("batch", 3), "idle"]
-
-
-def test_state_keys_are_the_buckets_that_store_something_as_of_their_last_batch():
-    # The state store does not count its keys (trackTotalNumberOfRows is off); the job's own figures do.
-    metrics = StreamMetrics(CollectorRegistry(), "demo", 1.0, 2.0)
-    rows = lambda: metrics.state_rows._value.get()
-    metrics.observe_batch(BatchCounts(buckets={7: BucketFigures(10, 100), 8: BucketFigures(5, 50)}))
-    assert rows() == 2
-    metrics.observe_batch(BatchCounts(buckets={8: BucketFigures(0, 0), 9: BucketFigures(1, 20)}))
-    assert rows() == 2
-    metrics.observe_progress({"numInputRows": 3, "stateOperators": [{"numRowsTotal": 0, "memoryUsedBytes": 9}]})
-    assert rows() == 2

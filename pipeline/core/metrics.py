@@ -103,8 +103,7 @@ class StreamMetrics:
                                     ["topic"], registry=registry)
         self.watermark_lag = Gauge("energy_stream_watermark_lag_seconds",
                                    "Wall-clock time minus the event-time watermark.", registry=registry)
-        self.state_rows = Gauge("energy_stream_state_rows", "Keys (state buckets) in the alert state store.",
-                                registry=registry)
+        self.state_rows = Gauge("energy_stream_state_rows", "Keys in the alert state store.", registry=registry)
         self.state_bytes = Gauge("energy_stream_state_memory_bytes", "Memory of the alert state store.",
                                  registry=registry)
         self.late_dropped = Counter("energy_stream_late_rows_dropped_total",
@@ -177,6 +176,7 @@ class StreamMetrics:
             if stamp > 0:
                 self.watermark_lag.set(time.time() - stamp)
         for operator in progress.get("stateOperators") or []:
+            self.state_rows.set(operator.get("numRowsTotal", 0))
             self.state_bytes.set(operator.get("memoryUsedBytes", 0))
 
     def observe_batch(self, counts) -> None:
@@ -186,8 +186,6 @@ class StreamMetrics:
         if counts.buckets:
             self._buckets.update(counts.buckets)
             figures = self._buckets.values()
-            # The state store does not count its keys (trackTotalNumberOfRows off): a bucket is a key while it stores bytes.
-            self.state_rows.set(sum(1 for b in figures if b.stored_bytes))
             self.households.set(sum(b.households for b in figures))
             self.stored_bytes.set(sum(b.stored_bytes for b in figures))
             self.baseline_warm.set(sum(b.warm for b in figures))

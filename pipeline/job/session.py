@@ -33,8 +33,6 @@ def spark_session(job: JobSettings, app_name: str = "energy-monitor-stream"):
                # The state off the heap (docs/decisions/0013-rocksdb-state-store.md).
                .config(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER)
                .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
-               # No read of a bucket's old state before each write, only to count keys (0014).
-               .config("spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows", "false")
                .config("spark.sql.streaming.minBatchesToRetain", 20)
                # No `readlink` child process per checkpoint rename (docs/decisions/0014-measured-details-of-the-job.md).
                .config("spark.sql.streaming.checkpointFileManagerClass",
