@@ -10,9 +10,10 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 from deltalake import DeltaTable
 from prometheus_client import CollectorRegistry
@@ -201,3 +202,27 @@ def test_seen_readings_know_repeats_within_the_horizon_once_committed():
     assert seen.fresh(batch) == ([], 3)
     seen.add([("H003", 2000, 0.1)])  # the newest is now 2000: 1000 is beyond the horizon
     assert seen.fresh([("H001", 1000, 0.1)]) == ([("H001", 1000, 0.1)], 0)
+
+
+def test_a_partition_without_a_leader_yet_is_waited_for_not_a_crash(make_settings):
+    """Right after its topics are created, a partition may have no leader: the first archiver
+    of a CI run died of NOT_LEADER_FOR_PARTITION at start."""
+    settings = make_settings()
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
+    archiver = Archiver(settings.history, HistoryStore(settings.history.history_root), HistoryMetrics(CollectorRegistry()))
+    real, calls = archiver._consumer, []
+
+    class NoLeaderAtFirst:
+        def get_watermark_offsets(self, partition, timeout):
+            calls.append(partition.partition)
+            if len(calls) == 1:
+                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+            return real.get_watermark_offsets(partition, timeout=timeout)
+
+    archiver._consumer = NoLeaderAtFirst()
+    assert archiver._watermarks(settings.kafka.readings_topic, 0) == (0, 0) and calls == [0, 0]
+    archiver._consumer = SimpleNamespace(get_watermark_offsets=lambda partition, timeout: (_ for _ in ()).throw(
+        KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))))
+    with pytest.raises(KafkaException):
+        archiver._watermarks(settings.kafka.readings_topic, 0)
+    real.close()

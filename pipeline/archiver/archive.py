@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.core.alert import parse_alert
 from pipeline.core.contract import parse_reading
@@ -84,6 +84,11 @@ class SeenReadings:
 
 
 LOCK_FILE = "_archiver.lock"
+
+
+# What get_watermark_offsets answers for a partition whose leader is not elected yet.
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 class HistoryLocked(RuntimeError):
@@ -154,7 +159,7 @@ class Archiver:
     def _checked(self, topic: str, stored: dict[int, int]) -> dict[int, int]:
         positions = {}
         for partition, offset in stored.items():
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            low, high = self._watermarks(topic, partition)
             if offset > high and not self.accept_new_topic:
                 raise RuntimeError(
                     f"the history has read {topic} partition {partition} up to offset {offset}, but the partition "
@@ -171,6 +176,21 @@ class Archiver:
                 offset = low
             positions[partition] = offset
         return positions
+
+    def _watermarks(self, topic: str, partition: int, patience_s: float = 60.0) -> tuple[int, int]:
+        """A partition's first and next offsets. A partition created moments ago may have no leader
+        yet (NOT_LEADER_FOR_PARTITION): retried for `patience_s`, not a crash at start."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or time.monotonic() > deadline or not (
+                        error.retriable() or error.code() in _NO_LEADER_YET):
+                    raise
+                log.warning("%s[%d]: %s; retrying", topic, partition, error.str())
+                time.sleep(0.5)
 
     def _pick_up_new_partitions(self) -> None:
         added = {}
