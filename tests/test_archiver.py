@@ -10,7 +10,6 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -205,24 +204,32 @@ def test_seen_readings_know_repeats_within_the_horizon_once_committed():
 
 
 def test_a_partition_without_a_leader_yet_is_waited_for_not_a_crash(make_settings):
-    """Right after its topics are created, a partition may have no leader: the first archiver
-    of a CI run died of NOT_LEADER_FOR_PARTITION at start."""
+    """A partition created moments before the archiver starts may have no leader yet: that answer
+    is waited out, while an error that waiting cannot mend is raised at once."""
     settings = make_settings()
     ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.topics, **settings.kafka.topic_replication)
     archiver = Archiver(settings.history, HistoryStore(settings.history.history_root), HistoryMetrics(CollectorRegistry()))
-    real, calls = archiver._consumer, []
+    real = archiver._consumer
+    try:
+        archiver._consumer = _Answers(real, KafkaError.NOT_LEADER_FOR_PARTITION)
+        assert archiver._watermarks(settings.kafka.readings_topic, 0) == (0, 0)
+        assert archiver._consumer.calls == 2
+        archiver._consumer = _Answers(real, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+        with pytest.raises(KafkaException):
+            archiver._watermarks(settings.kafka.readings_topic, 0)
+        assert archiver._consumer.calls == 1
+    finally:
+        real.close()
 
-    class NoLeaderAtFirst:
-        def get_watermark_offsets(self, partition, timeout):
-            calls.append(partition.partition)
-            if len(calls) == 1:
-                raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
-            return real.get_watermark_offsets(partition, timeout=timeout)
 
-    archiver._consumer = NoLeaderAtFirst()
-    assert archiver._watermarks(settings.kafka.readings_topic, 0) == (0, 0) and calls == [0, 0]
-    archiver._consumer = SimpleNamespace(get_watermark_offsets=lambda partition, timeout: (_ for _ in ()).throw(
-        KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))))
-    with pytest.raises(KafkaException):
-        archiver._watermarks(settings.kafka.readings_topic, 0)
-    real.close()
+class _Answers:
+    """A consumer whose first watermark answer is the error `code`, the next ones the broker's."""
+
+    def __init__(self, real, code: int):
+        self.real, self.code, self.calls = real, code, 0
+
+    def get_watermark_offsets(self, partition, timeout):
+        self.calls += 1
+        if self.calls == 1:
+            raise KafkaException(KafkaError(self.code))
+        return self.real.get_watermark_offsets(partition, timeout=timeout)
