@@ -40,8 +40,8 @@ from pipeline.job.state import Rules, Stored, step
 
 log = logging.getLogger(__name__)
 OUT = Path(__file__).resolve().parent / "results"
-DEFAULT_SETS = ("", "BASELINE_RUN=2", "BASELINE_RUN=2,BASELINE_PERSIST_KWH=0.5", "BASELINE_EXCESS_KWH=0.08",
-                "BASELINE_PERSIST_KWH=0.15", "BASELINE_QUANTILE=0.9")
+DEFAULT_SETS = ("", "BASELINE_FAST_RUN=0", "BASELINE_FAST_KWH=0.5,BASELINE_FAST_SCALE=3", "BASELINE_FAST_SCALE=0",
+                "BASELINE_RUN=2", "BASELINE_EXCESS_KWH=0.13")
 FIRST_CODE = household_code("H000000")
 
 

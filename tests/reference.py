@@ -96,6 +96,9 @@ class BaselineExpectation:
     excess: float
     persist: float
     run: int
+    fast_run: int
+    fast: float
+    fast_scale: float
     windows: dict = field(default_factory=lambda: defaultdict(Decimal))  # (household, j) -> kWh
     heard: dict = field(default_factory=dict)  # batch -> households it counted a reading of
     open_at: dict = field(default_factory=dict)  # batch -> the first window a reading in it can count in
@@ -162,11 +165,16 @@ class BaselineExpectation:
                     carried, in_a_row = 0.0, 0
                     continue
                 limit = cell["q"] + self.excess
+                levels = [(self.run, self.persist)]
+                if self.fast_run:
+                    levels.append((self.fast_run, self.fast + self.fast_scale * cell["q"]))
+                cap = max(2 * self.persist, levels[-1][1] + self.persist)
                 carried_in = carried
-                carried = min(2 * self.persist, max(0.0, carried + (x - limit)))
+                carried = min(cap, max(0.0, carried + (x - limit)))
                 in_a_row = in_a_row + 1 if x - limit > 0 else 0
-                if carried > self.persist and in_a_row >= self.run and (in_batch is None or (
+                level = min((h for r, h in levels if in_a_row >= r), default=None)
+                if level is not None and carried > level and (in_batch is None or (
                         household in self.heard[in_batch] and (judged_from is None or j >= judged_from))):
-                    threshold = limit + max(0.0, self.persist - carried_in)
+                    threshold = limit + max(0.0, level - carried_in)
                     out[(household, iso(j * self.window_s))] = (threshold, cell["q"], carried_in, cell["n"], slot)
         return out

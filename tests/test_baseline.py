@@ -32,12 +32,16 @@ def case_readings(mode: str, phase: int) -> list[tuple[str, int, int]]:
 
 
 def run(mode: str, batch_size: int, **overrides):
+    return run_readings(mode, batch_size, [case_readings(mode, phase) for phase in (1, 2)], **overrides)
+
+
+def run_readings(mode: str, batch_size: int, phases: list[list[tuple[str, int, int]]], **overrides):
+    """Both rules' alerts over `phases` of (household, epoch s, nano-kWh), cut into batches."""
     settings = load_settings({"RUN_MODE": mode, **overrides})
     rule, learning = settings.rule, settings.baseline
     state, watermark_ms, newest = empty(), 0, 0
     fixed, scored = set(), {}
-    for phase in (1, 2):
-        readings = case_readings(mode, phase)
+    for readings in phases:
         for at in range(0, len(readings), batch_size):
             batch = readings[at:at + batch_size]
             households = np.array([household_code(h) for h, _, _ in batch], dtype=np.int64)
@@ -90,10 +94,46 @@ def test_a_sensitive_setting_gives_the_models_alerts_however_the_input_is_cut(mo
 
 
 def test_more_persistence_alerts_a_subset_and_less_a_superset():
-    _, default = run("prod", 5000)
-    _, strict = run("prod", 5000, BASELINE_RUN="5")
-    _, loose = run("prod", 5000, BASELINE_RUN="2")
+    _, default = run("prod", 5000, BASELINE_FAST_RUN="0")
+    _, strict = run("prod", 5000, BASELINE_FAST_RUN="0", BASELINE_RUN="5")
+    _, loose = run("prod", 5000, BASELINE_FAST_RUN="0", BASELINE_RUN="2")
     assert set(strict) < set(default) < set(loose)
+    _, fast = run("prod", 5000)
+    _, higher = run("prod", 5000, BASELINE_FAST_KWH="0.8")
+    assert set(default) < set(higher) < set(fast)
+
+
+def _steady_then(load_kw: float, minutes: int) -> list[tuple[str, int, int]]:
+    """A prod household using 0.1 kWh every 15 minutes for three days (a reading a minute), then
+    `load_kw` more from 02:00 of the fourth day for `minutes`, then steady for an hour."""
+    start = 1_783_036_800  # a midnight, UTC
+    load_from = start + 3 * 86400 + 2 * 3600
+    readings = []
+    for t in range(start, load_from + (minutes + 60) * 60, 60):
+        kwh = Decimal("0.1") / 15 + (Decimal(str(load_kw)) / 60 if load_from <= t < load_from + minutes * 60 else 0)
+        readings.append(("H001", t, int(kwh * UNITS)))
+    return readings
+
+
+def _alerted_windows(readings, **overrides) -> dict[str, tuple]:
+    """Window start (UTC, of the load's day) -> the alert's (threshold, usual, excess carried in), in prod."""
+    _, scored = run_readings("prod", 600, [readings], **overrides)
+    return {start[11:16]: values[:3] for (_, start), values in scored.items()}
+
+
+def test_a_large_load_alerts_on_its_second_window_and_a_moderate_one_on_its_third():
+    """Usual about 0.1 kWh a window, so the fast level is about 0.4 + 4 x 0.1 = 0.8 kWh of excess:
+    +3 kW adds about 0.75 - 0.12 (the allowance) a window, over it after two; +1.2 kW adds about
+    0.18, over H (0.3) after three windows only."""
+    large = _alerted_windows(_steady_then(3.0, 45))
+    assert sorted(large) == ["02:15", "02:30"]
+    threshold, usual, carried = large["02:15"]
+    assert usual == pytest.approx(0.1, abs=0.01) and carried == pytest.approx(0.63, abs=0.02)
+    assert threshold == pytest.approx(usual + 0.12 + (0.4 + 4 * usual - carried))  # k + (L_f - S_prev)
+    assert sorted(_alerted_windows(_steady_then(1.2, 45))) == ["02:30"]
+    assert sorted(_alerted_windows(_steady_then(3.0, 45), BASELINE_FAST_RUN="0")) == ["02:30"]
+    threshold, usual, carried = _alerted_windows(_steady_then(3.0, 45), BASELINE_FAST_SCALE="20")["02:30"]
+    assert carried > 0.3 and threshold == pytest.approx(usual + 0.12)  # S_prev already over H: k
 
 
 def test_no_baseline_alert_before_warm_up():
@@ -176,7 +216,8 @@ def contract_model(mode: str, **overrides) -> BaselineExpectation:
     settings = load_settings({"RUN_MODE": mode, **overrides})
     r = settings.baseline
     return BaselineExpectation(r.window_s, r.slide_s, r.watermark_s, r.slot_s, r.slots, r.quantile, r.alpha, r.warmup,
-                               r.excess_kwh, r.persist_kwh, r.run)
+                               r.excess_kwh, r.persist_kwh, r.run, r.fast_run, r.fast_kwh,
+                               r.fast_scale)
 
 
 def model_readings(path) -> list[tuple[str, int, Decimal]]:
@@ -226,8 +267,10 @@ def test_the_band_is_what_each_alerted_window_was_scored_against(mode):
         got = band(learning, seconds[own] // rule.slide_s, units[own], mine.start_pane.to_numpy())
         assert got.warm.all()
         np.testing.assert_allclose(got.usual, mine["usual"], rtol=1e-12)
-        np.testing.assert_allclose(got.limit + np.maximum(0.0, learning.persist_kwh - mine.excess.to_numpy()),
-                                   mine.threshold, rtol=1e-12)
+        carried = mine.excess.to_numpy()
+        slow = got.limit + np.maximum(0.0, learning.persist_kwh - carried)
+        fast = got.limit + np.maximum(0.0, learning.fast_kwh + learning.fast_scale * got.usual - carried)
+        assert (np.isclose(mine.threshold, slow, rtol=1e-12) | np.isclose(mine.threshold, fast, rtol=1e-12)).all()
         assert list(got.windows) == list(mine.windows)
 
 

@@ -44,6 +44,9 @@ def test_source_topic_alias():
     ({"BASELINE_PERSIST_KWH": "-1"}, "BASELINE_PERSIST_KWH"),
     ({"BASELINE_QUANTILE": "0.5"}, "BASELINE_QUANTILE"),
     ({"BASELINE_RUN": "0"}, "BASELINE_RUN"),
+    ({"BASELINE_FAST_RUN": "-1"}, "BASELINE_FAST_RUN"),
+    ({"BASELINE_FAST_KWH": "lots"}, "BASELINE_FAST_KWH"),
+    ({"BASELINE_FAST_SCALE": "-2"}, "BASELINE_FAST_SCALE"),
     ({"BASELINE_SLOTS": "1.5"}, "BASELINE_SLOTS"),
     ({"BASELINE_SLOT": "soon"}, "BASELINE_SLOT"),
     ({"BASELINE_WARMUP": "0"}, "BASELINE_WARMUP"),
@@ -64,7 +67,9 @@ def test_checkpoint_follows_everything_that_shapes_state():
 
 
 @pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_EXCESS_KWH", "0.2"),
-                                        ("BASELINE_WARMUP", "3"), ("BASELINE_PERSIST_KWH", "0.5"), ("BASELINE_RUN", "2")])
+                                        ("BASELINE_WARMUP", "3"), ("BASELINE_PERSIST_KWH", "0.5"), ("BASELINE_RUN", "2"),
+                                        ("BASELINE_FAST_RUN", "0"), ("BASELINE_FAST_KWH", "0.6"),
+                                        ("BASELINE_FAST_SCALE", "2")])
 def test_a_scoring_parameter_keeps_the_checkpoint_and_what_it_learned(name, value):
     changed = load_settings({name: value})
     assert checkpoint_dir(changed.job) == checkpoint_dir(load_settings({}).job)
@@ -76,7 +81,11 @@ def test_baseline_parameters_follow_the_mode():
     assert (demo.slot_s, demo.slots, demo.excess_kwh, demo.persist_kwh) == (600, 1, 0.01, 0.02)
     assert (prod.slot_s, prod.slots, prod.excess_kwh, prod.persist_kwh) == (3600, 24, 0.12, 0.3)
     assert (prod.quantile, prod.alpha, prod.run, prod.warmup, prod.forget_after_s) == (0.95, 0.1, 3, 8, 35 * 86400)
-    assert prod.description == "kwh>usual+0.12 for 3 windows of 15 minutes, excess>0.3 (slot: hour of day)"
+    assert (demo.fast_kwh, prod.fast_kwh, prod.fast_run, prod.fast_scale) == (0.03, 0.4, 2, 4.0)
+    assert prod.description == ("kwh>usual+0.12 for 3 windows of 15 minutes, excess>0.3, or for 2, "
+                                "excess>0.4+4*usual (slot: hour of day)")
+    assert load_settings({"RUN_MODE": "prod", "BASELINE_FAST_RUN": "0"}).baseline.description == (
+        "kwh>usual+0.12 for 3 windows of 15 minutes, excess>0.3 (slot: hour of day)")
     assert load_settings({"BASELINE": "off"}).baseline is None and load_settings({"BASELINE": "off"}).job.baseline is None
 
 

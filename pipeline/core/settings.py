@@ -22,9 +22,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 MODES = {
     "demo": {"window": 60, "slide": 15, "threshold": 0.05, "baseline_slot": 600, "baseline_slots": 1,
-             "baseline_excess_kwh": 0.01, "baseline_persist_kwh": 0.02},
+             "baseline_excess_kwh": 0.01, "baseline_persist_kwh": 0.02, "baseline_fast_kwh": 0.03},
     "prod": {"window": 900, "slide": 15, "threshold": 2.0, "baseline_slot": 3600, "baseline_slots": 24,
-             "baseline_excess_kwh": 0.12, "baseline_persist_kwh": 0.3},
+             "baseline_excess_kwh": 0.12, "baseline_persist_kwh": 0.3, "baseline_fast_kwh": 0.4},
 }
 ALIASES = {"READINGS_TOPIC": ("SOURCE_TOPIC", "TOPIC")}
 BASELINE_SWITCH = "BASELINE"  # on (the default) or off: whether Settings.baseline is a rule or None
@@ -313,6 +313,9 @@ class BaselineRule(_Group):
     baseline_excess_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH, low_inclusive=False)
     baseline_persist_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH)
     baseline_run: int = setting(3, low=1, high=255)
+    baseline_fast_run: int = setting(2, low=0, high=255)
+    baseline_fast_kwh: float | None = setting(None, "optional_real", low=0.0, high=MAX_KWH)
+    baseline_fast_scale: float = setting(4.0, low=0.0, high=1000.0)
     baseline_forget_after: int = setting(35 * 86400, "duration", low=1, high=3650 * 86400)
     rule: Rule = group(Rule)
 
@@ -331,6 +334,8 @@ class BaselineRule(_Group):
     alpha = property(lambda self: self.baseline_alpha)
     warmup = property(lambda self: self.baseline_warmup)
     run = property(lambda self: self.baseline_run)
+    fast_run = property(lambda self: self.baseline_fast_run)
+    fast_scale = property(lambda self: self.baseline_fast_scale)
     forget_after_s = property(lambda self: self.baseline_forget_after)
 
     @property
@@ -352,6 +357,12 @@ class BaselineRule(_Group):
         return self._mode("baseline_persist_kwh") if self.baseline_persist_kwh is None else self.baseline_persist_kwh
 
     @property
+    def fast_kwh(self) -> float:
+        """F: with the fast path's scale c times the slot's usual level, the excess that alerts
+        after `fast_run` windows in a row (a large load is told before `run` windows)."""
+        return self._mode("baseline_fast_kwh") if self.baseline_fast_kwh is None else self.baseline_fast_kwh
+
+    @property
     def slot_name(self) -> str:
         if self.slot_s == 3600 and self.slots == 24:
             return "hour of day"
@@ -361,14 +372,17 @@ class BaselineRule(_Group):
 
     @property
     def description(self) -> str:
+        fast = (f", or for {self.fast_run}, excess>{self.fast_kwh:g}+{self.fast_scale:g}*usual"
+                if self.fast_run else "")
         return (f"kwh>usual+{self.excess_kwh:g} for {self.run} windows of {human_duration(self.window_s)}, "
-                f"excess>{self.persist_kwh:g} (slot: {self.slot_name})")
+                f"excess>{self.persist_kwh:g}{fast} (slot: {self.slot_name})")
 
     @property
     def key(self) -> str:
         """What identifies the rule in alert ids."""
         return (f"excess-w{self.window_s}-s{self.slide_s}-slot{self.slot_s}x{self.slots}-p{self.quantile:g}"
-                f"-a{self.alpha:g}-n{self.warmup}-d{self.excess_kwh:g}-h{self.persist_kwh:g}-r{self.run}")
+                f"-a{self.alpha:g}-n{self.warmup}-d{self.excess_kwh:g}-h{self.persist_kwh:g}-r{self.run}"
+                + (f"-f{self.fast_kwh:g}x{self.fast_scale:g}r{self.fast_run}" if self.fast_run else ""))
 
     @property
     def learning_shape(self) -> tuple:

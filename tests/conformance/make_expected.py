@@ -30,7 +30,8 @@ def main() -> None:
     for mode in ("demo", "prod"):
         rule = load_settings({"RUN_MODE": mode}).baseline
         model = BaselineExpectation(rule.window_s, rule.slide_s, rule.watermark_s, rule.slot_s, rule.slots,
-                                    rule.quantile, rule.alpha, rule.warmup, rule.excess_kwh, rule.persist_kwh, rule.run)
+                                    rule.quantile, rule.alpha, rule.warmup, rule.excess_kwh, rule.persist_kwh, rule.run,
+                                    rule.fast_run, rule.fast_kwh, rule.fast_scale)
         for phase in (1, 2):
             lines = gzip.decompress((HERE / f"excess_{mode}_phase{phase}.csv.gz").read_bytes())
             model.batch([(h, t, Decimal(u) / UNITS) for h, t, u in valid_readings(lines)])
@@ -39,7 +40,8 @@ def main() -> None:
         expected = {"mode": mode, "window_s": rule.window_s, "slide_s": rule.slide_s, "watermark_s": rule.watermark_s,
                     "slot_s": rule.slot_s, "slots": rule.slots, "quantile": rule.quantile, "alpha": rule.alpha,
                     "warmup": rule.warmup, "excess_kwh": rule.excess_kwh, "persist_kwh": rule.persist_kwh,
-                    "run": rule.run, "dead_letters": shared["dead_letters"],
+                    "run": rule.run, "fast_run": rule.fast_run, "fast_kwh": rule.fast_kwh,
+                    "fast_scale": rule.fast_scale, "dead_letters": shared["dead_letters"],
                     "late_readings_dropped": shared["late_readings_dropped"],
                     "threshold_alerts": shared["threshold_alerts"], "baseline_alerts": alerts}
         (HERE / f"excess_{mode}_expected.json").write_text(json.dumps(expected, indent=1) + "\n")

@@ -6,10 +6,11 @@ A household's windows are the tumbling windows `[jW, (j+1)W)` that hold a counte
 updates its slot's usual level q (a streaming upper quantile), mean m and count n, in increasing
 j. Window j is judged against its slot's state after exactly the windows with `(j+1)W <= jW - D`
 (its cut-off): its excess e = x - (q + δ), the windows in a row with an excess, and the excess
-added up over them, S = min(2H, max(0, S_prev + e)), where S_prev is the previous window's (0
-when the previous window holds no reading). It alerts when its slot is warm, S > H and it is the
-`run`-th window in a row or later. All of it grows with the readings counted, so the result does
-not depend on how readings are cut into micro-batches.
+added up over them, S = min(C, max(0, S_prev + e)), where S_prev is the previous window's (0
+when the previous window holds no reading). It alerts when its slot is warm and S > H with the
+`run`-th window in a row or later, or S > F + c·q (the fast level: a large load) with the
+`fast_run`-th or later; C is 2H, or the fast level plus H when that is more. All of it grows with
+the readings counted, so the result does not depend on how readings are cut into micro-batches.
 
 A bucket's state holds, per household, what was learned up to `applied` (the cut-off of the
 first window a reading can still count in); the windows after it stay pending as integer sums,
@@ -288,6 +289,7 @@ class _Judged:
     carried_out: np.ndarray
     in_a_row: np.ndarray
     fires: np.ndarray
+    level: np.ndarray
 
 
 def _judge(rule: BaselineRule, rows: _Rows, before: _Table, notes: _Notes, judged_to: int) -> _Judged:
@@ -300,6 +302,7 @@ def _judge(rule: BaselineRule, rows: _Rows, before: _Table, notes: _Notes, judge
     limit = reference(rule, usual)
     scored = (count >= rule.warmup) & (rows.j > judged_to)
     x = rows.units / KWH_UNITS
+    fast_level, cap = _fast_level_and_cap(rule, usual)
     carried_in, carried_out = np.zeros(len(x)), np.zeros(len(x))
     in_a_row = np.zeros(len(x), dtype=np.int64)
     for at in _ranks(rows.household):
@@ -313,10 +316,22 @@ def _judge(rule: BaselineRule, rows: _Rows, before: _Table, notes: _Notes, judge
                           np.where(follows, in_a_row[np.maximum(previous, 0)], 0))
         excess = x[at] - limit[at]
         carried_in[at] = np.where(scored[at], s_in, 0.0)
-        carried_out[at] = np.where(scored[at], np.minimum(2 * rule.persist_kwh, np.maximum(0.0, s_in + excess)), 0.0)
+        carried_out[at] = np.where(scored[at], np.minimum(cap[at], np.maximum(0.0, s_in + excess)), 0.0)
         in_a_row[at] = np.where(scored[at] & (excess > 0), run_in + 1, 0)
-    fires = scored & (carried_out > rule.persist_kwh) & (in_a_row >= rule.run)
-    return _Judged(usual, count, limit, carried_in, carried_out, in_a_row, fires)
+    level = np.where(in_a_row >= rule.run, rule.persist_kwh, np.inf)
+    if rule.fast_run:
+        level = np.where(in_a_row >= rule.fast_run, np.minimum(level, fast_level), level)
+    fires = scored & (carried_out > level)
+    return _Judged(usual, count, limit, carried_in, carried_out, in_a_row, fires, level)
+
+
+def _fast_level_and_cap(rule: BaselineRule, usual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the excess that alerts after `fast_run` windows in a row (F + c·q), and the most
+    excess that may be carried: twice H, or the fast level plus H when that is more."""
+    if not rule.fast_run:
+        return np.full(len(usual), np.inf), np.full(len(usual), 2 * rule.persist_kwh)
+    fast_level = rule.fast_kwh + rule.fast_scale * usual
+    return fast_level, np.maximum(2 * rule.persist_kwh, fast_level + rule.persist_kwh)
 
 
 def _lookup(cells: np.ndarray, needs: np.ndarray, notes: _Notes, before: _Table) -> tuple:
@@ -350,7 +365,7 @@ def _alerts(rule: BaselineRule, names: np.ndarray, rows: _Rows, judged: _Judged,
     excess carried into it), the slot's usual level, the excess carried in, its learning windows."""
     households = names[rows.household[fired]]
     starts = rows.j[fired] * (rule.window_s // rule.slide_s)
-    threshold = judged.limit + np.maximum(0.0, rule.persist_kwh - judged.carried_in)
+    threshold = judged.limit + np.maximum(0.0, judged.level - judged.carried_in)
     return pd.DataFrame({"household": households, "start_pane": starts, "units": rows.units[fired],
                          "threshold": threshold[fired], "usual": judged.usual[fired], "excess": judged.carried_in[fired],
                          "windows": judged.count[fired], "slot": ((rows.j * rule.window_s // rule.slot_s) % rule.slots)[fired],
