@@ -165,14 +165,15 @@ class BaselineExpectation:
                     carried, in_a_row = 0.0, 0
                     continue
                 limit = cell["q"] + self.excess
-                levels = [(self.run, self.persist)]
-                if self.fast_run:
-                    levels.append((self.fast_run, self.fast + self.fast_scale * cell["q"]))
-                cap = max(2 * self.persist, levels[-1][1] + self.persist)
+                fast = self.fast + self.fast_scale * cell["q"] if self.fast_run else None
+                cap = 2 * self.persist if fast is None else max(2 * self.persist, fast + self.persist)
                 carried_in = carried
                 carried = min(cap, max(0.0, carried + (x - limit)))
                 in_a_row = in_a_row + 1 if x - limit > 0 else 0
-                level = min((h for r, h in levels if in_a_row >= r), default=None)
+                passed = [self.persist] if in_a_row >= self.run else []
+                if fast is not None and in_a_row >= self.fast_run:
+                    passed.append(fast)
+                level = min(passed, default=None)
                 if level is not None and carried > level and (in_batch is None or (
                         household in self.heard[in_batch] and (judged_from is None or j >= judged_from))):
                     threshold = limit + max(0.0, level - carried_in)

@@ -358,8 +358,8 @@ class BaselineRule(_Group):
 
     @property
     def fast_kwh(self) -> float:
-        """F: with the fast path's scale c times the slot's usual level, the excess that alerts
-        after `fast_run` windows in a row (a large load is told before `run` windows)."""
+        """F: the fast level is F plus `fast_scale` times the slot's usual level, the excess that
+        alerts after `fast_run` windows in a row (a large load is told before `run` windows)."""
         return self._mode("baseline_fast_kwh") if self.baseline_fast_kwh is None else self.baseline_fast_kwh
 
     @property
