@@ -136,9 +136,11 @@ def step(state: BaselineState, rule: BaselineRule, counted, windows: Windows, wa
     table = _Table.widen(state, names, rule.slots)
     rows = _pending(state, table, names, counted.households, counted.panes // panes_per_window, counted.units)
     np.maximum.at(table.newest, rows.household, rows.j)
-    first_open = rule.rule.first_open_pane(watermark_ms) * rule.slide_s
-    safe = (first_open - rule.watermark_s) // rule.window_s - 1
-    judged_to = max(state.judged_to, first_open // rule.window_s - 1)
+    first_window = rule.rule.first_open_pane(watermark_ms) * rule.slide_s // rule.window_s
+    # Learned for good: the windows up to the cut-off of the first window a reading can still
+    # count in. One after it may be in no cut-off yet of the windows still judged.
+    safe = (first_window * rule.window_s - rule.watermark_s) // rule.window_s - 1
+    judged_to = max(state.judged_to, first_window - 1)
     before = table.copy()
     final = rows.j <= safe
     notes = _Notes.join(_replay(table, rule, rows, final), _replay(table.copy(), rule, rows, ~final))
