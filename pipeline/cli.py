@@ -111,7 +111,9 @@ def cmd_replay(settings: Settings, args) -> int:
     def report(line_no: int, why: str) -> None:
         print(f"{path}:{line_no}: skipped: {why}", file=sys.stderr)
 
-    result = replay(_producer(settings.simulator), path, args.format, args.household, report)
+    if args.per_minute and args.format != "lcl":
+        raise CliError("--per-minute spreads half-hourly readings: it goes with --format lcl")
+    result = replay(_producer(settings.simulator), path, args.format, args.household, report, args.per_minute)
     print(f"lines read {result.lines_read}, published {result.published}, "
           f"skipped {result.skipped}, refused {result.refused}, failed {result.failed}")
     if result.error:
@@ -277,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--format", choices=FORMATS, default="readings")
     p.add_argument("--household", help="household id for --format uci (default H900001)")
+    p.add_argument("--per-minute", action="store_true",
+                   help="with --format lcl: publish each half hour as 30 one-minute readings of its energy")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("stream", help="run the Spark job")

@@ -17,7 +17,10 @@ from types import SimpleNamespace
 
 from pipeline.core.rules.baseline import BaselineState
 from pipeline.core.rules.fixed import FixedState
+from pipeline.core.clock import parse_utc
 from pipeline.core.settings import load_settings
+from pipeline.ingest.importers import per_minute
+from pipeline.ingest.simulator import format_reading
 from pipeline.job.panes import household_code, household_id
 from reference import BaselineExpectation, iso, valid_readings
 from steps import empty, run_step, stored_again
@@ -194,6 +197,25 @@ def test_a_large_load_alerts_on_its_second_window_and_a_moderate_one_on_its_thir
     assert sorted(_alerted_windows(_steady_then(3.0, 45), BASELINE_FAST_RUN="0")) == ["02:30"]
     threshold, usual, carried = _alerted_windows(_steady_then(3.0, 45), BASELINE_FAST_SCALE="20")["02:30"]
     assert carried > 0.3 and threshold == pytest.approx(usual + 0.12)  # S_prev already over H: k
+
+
+def test_half_hourly_readings_alert_in_prod_only_spread_over_their_minutes():
+    """A reading every 30 minutes leaves every other 15-minute window empty, so no run reaches two
+    windows: the same energy as one reading a minute (replay --per-minute) alerts."""
+    minutes = _steady_then(3.0, 90)
+    half_hours = {}
+    for household, t, units in minutes:
+        start = t - t % 1800
+        half_hours[(household, start)] = half_hours.get((household, start), 0) + units
+    stamped = [(household, start, units) for (household, start), units in sorted(half_hours.items())]
+    spread = []
+    for household, start, units in stamped:
+        for line in per_minute(format_reading(start, household, Decimal(units) / UNITS, 9).encode()):
+            stamp, _, kwh = line.decode().split(",")
+            spread.append((household, parse_utc(stamp), int(Decimal(kwh) * UNITS)))
+    assert sum(u for *_, u in spread) == sum(u for *_, u in stamped) == sum(u for *_, u in minutes)
+    assert not _alerted_windows(stamped)
+    assert _alerted_windows(spread)
 
 
 def test_no_baseline_alert_before_warm_up():

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import SHARED
 from pipeline.ingest import importers
-from pipeline.ingest.importers import convert
+from pipeline.core.clock import parse_utc
+from pipeline.ingest.importers import HALF_HOUR_MINUTES, convert, per_minute
 
 REAL = SHARED / "data" / "real"
 
@@ -53,6 +54,20 @@ def test_lcl_totals_match_source(name):
     household = "H" + name.split("MAC")[1][:6]
     assert all(line.split(",")[1] == household for line in lines)
     assert len(lines) + len(skipped) == sum(1 for _ in path.open()) - 1
+
+
+def test_lcl_per_minute_keeps_the_total_and_spreads_each_half_hour_over_its_minutes():
+    path = REAL / "lcl_MAC000002.csv"
+    total, lines, _ = readings_total(path, "lcl")
+    spread = [per_minute(line.encode()) for line in lines]
+    assert all(len(minutes) == HALF_HOUR_MINUTES for minutes in spread)
+    assert sum(Decimal(m.split(b",")[2].decode()) for minutes in spread for m in minutes) == total
+    for line, minutes in zip(lines, spread):
+        start = parse_utc(line.split(",")[0])
+        values = [Decimal(m.split(b",")[2].decode()) for m in minutes]
+        assert [parse_utc(m.split(b",")[0].decode()) for m in minutes] == list(range(start, start + 1800, 60))
+        assert {m.split(b",")[1].decode() for m in minutes} == {line.split(",")[1]}
+        assert sum(values) == Decimal(line.split(",")[2]) and max(values) - min(values) <= Decimal("1e-9")
 
 
 def test_lcl_reports_null_and_duplicates_with_line_numbers():

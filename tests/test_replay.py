@@ -34,3 +34,27 @@ def test_a_file_without_refusals_exits_0(make_settings, tmp_path):
     path.write_text("2026-01-05T17:00:15Z,H001,0.01234\nnot a reading\n")
     result = run_cli(settings, "replay", str(path))
     assert "lines read 2, published 2, skipped 0, refused 0, failed 0" in result.stdout
+
+
+def test_per_minute_publishes_each_half_hour_as_thirty_readings_of_its_energy(make_settings, tmp_path):
+    settings = make_settings()
+    path = tmp_path / "lcl.csv"
+    path.write_text("LCLid,DateTime,KWH/hh (per half hour)\nMAC000002,2012-10-12 00:30:00.0000000, 0.301\n"
+                    "MAC000002,2012-10-12 01:00:00.0000000,Null\n")
+    result = run_cli(settings, "replay", str(path), "--format", "lcl", "--per-minute", check=False)
+    assert result.returncode == 0, result.stderr
+    assert "lines read 2, published 30, skipped 1, refused 0, failed 0" in result.stdout
+    delivered = sorted(m.value().decode() for m in read_topic(settings.kafka.bootstrap_servers,
+                                                               settings.kafka.readings_topic, stop_at_end=True))
+    assert delivered[0] == "2012-10-12T00:30:00Z,H000002,0.010033334"
+    assert delivered[-1] == "2012-10-12T00:59:00Z,H000002,0.010033333"
+    assert len(delivered) == 30
+
+
+def test_per_minute_with_another_format_is_refused(make_settings, tmp_path):
+    settings = make_settings()
+    path = tmp_path / "readings.csv"
+    path.write_text("2026-01-05T17:00:15Z,H001,0.01234\n")
+    result = run_cli(settings, "replay", str(path), "--per-minute", check=False)
+    assert result.returncode != 0 and "--per-minute spreads half-hourly readings" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,7 +4,9 @@
   topic exactly as recorded).
 - `lcl`: Low Carbon London half-hourly files (`LCLid,DateTime|tstp,KWH/hh`): the value is already
   kWh per half hour, stamped with the row's DateTime. Household id: `H` + the digits of the
-  LCLid (MAC000002 -> H000002).
+  LCLid (MAC000002 -> H000002). `per_minute` turns such a reading into one a minute over the
+  half hour it starts: the baseline rule's windows in prod are 15 minutes, and a run of windows
+  needs a reading in each.
 - `uci`: the UCI household power file, raw (`Date;Time;...` or comma) or as written by R
   (index column, quoted): Global_active_power is kW averaged over the minute, so the minute's
   energy is kW / 60, stamped at the start of the minute. The dataset has one household; it is
@@ -28,13 +30,17 @@ import csv
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.core.clock import parse_utc
 from pipeline.ingest.simulator import format_reading
 
 FORMATS = ("readings", "lcl", "uci")
 UCI_DEFAULT_HOUSEHOLD = "H900001"
+HALF_HOUR_MINUTES = 30
+NANO = Decimal(10**9)
 # Above the Kafka client's default message.max.bytes (1,000,000), so a longer line is refused
 # by it and reported, never sent cut short.
 MAX_RAW_LINE_BYTES = 1 << 20
@@ -185,6 +191,16 @@ def _without_duplicates(items: Iterator[Converted]) -> Iterator[Converted]:
             if earlier != item.line_no:
                 item = Converted(item.line_no, skipped=f"duplicate of line {earlier}", end_offset=item.end_offset)
         yield item
+
+
+def per_minute(line: bytes, minutes: int = HALF_HOUR_MINUTES) -> list[bytes]:
+    """A converted reading of an interval (stamped at its start) as one reading a minute over the
+    interval, the energy split in nano-kWh so that the minutes add up to the interval's exactly."""
+    stamp, household, kwh = line.decode("utf-8").split(",")
+    start, units = parse_utc(stamp), int(Decimal(kwh) * NANO)
+    share, rest = divmod(units, minutes)
+    return [format_reading(start + 60 * minute, household, (share + (minute < rest)) / NANO, 9).encode()
+            for minute in range(minutes)]
 
 
 def convert(path: Path, fmt: str, household: str | None = None) -> Iterator[Converted]:

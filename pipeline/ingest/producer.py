@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.ingest.importers import convert
+from pipeline.ingest.importers import convert, per_minute
 from pipeline.core.clock import parse_utc, utc_stamp
 from pipeline.core.kafka import ReadingProducer, RecordRefused, last_values
 from pipeline.ingest.simulator import Simulator
@@ -112,12 +112,13 @@ class ReplaySummary:
 
 
 def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | None = None,
-           report: Callable[[int, str], None] | None = None) -> ReplaySummary:
-    """Publish a file's lines (converted by `fmt`), logging progress every PROGRESS_EVERY_S.
+           report: Callable[[int, str], None] | None = None, minutes: bool = False) -> ReplaySummary:
+    """Publish a file's lines (converted by `fmt`; `minutes`: each converted half hour as a
+    reading a minute, importers.per_minute), logging progress every PROGRESS_EVERY_S.
     A line that cannot be converted, or that Kafka refuses, is reported with its number and
     passed over. An interruption or a read error ends it early, but what was sent is always
     flushed and the summary always says what reached Kafka."""
-    read = skipped = refused = 0
+    read = skipped = refused = sent = 0
     size = max(1, path.stat().st_size)
     started = time.monotonic()
     next_progress = started + PROGRESS_EVERY_S
@@ -127,11 +128,13 @@ def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | Non
             read += 1
             why = item.skipped
             if why is None:
-                try:
-                    producer.send(item.key, item.value)
-                except RecordRefused as exc:
-                    refused += 1
-                    why = f"refused by Kafka ({len(item.value)} bytes): {exc}"
+                for value in per_minute(item.value) if minutes else (item.value,):
+                    try:
+                        producer.send(item.key, value)
+                        sent += 1
+                    except RecordRefused as exc:
+                        refused += 1
+                        why = f"refused by Kafka ({len(value)} bytes): {exc}"
             else:
                 skipped += 1
             if why is not None and report:
@@ -145,5 +148,5 @@ def replay(producer: ReadingProducer, path: Path, fmt: str, household: str | Non
         error = f"interrupted after line {read}"
     except OSError as exc:
         error = f"reading {path} failed after line {read}: {exc}"
-    result = _summary(producer, read - skipped - refused, 2 * FLUSH_TIMEOUT_S)
+    result = _summary(producer, sent, 2 * FLUSH_TIMEOUT_S)
     return ReplaySummary(read, result.acknowledged, skipped, refused, result.failed + result.unflushed, error)
