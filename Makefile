@@ -54,13 +54,15 @@ compose-down:
 # bench/results/latest.{json,png};
 # then the highest live prod rate each keeps up with for 5 minutes (added to latest.json).
 # Then the history at 1,000 households x 24 h: size per day, commit and page times (history.json).
-# Then a fleet of 100,000 households reading every 30 minutes: a day's backlog drained, then
-# live batches (fleet.json; --households 1000000 for the million).
+# Then fleets reading every 30 minutes, a day's backlog drained, then live batches: 100,000
+# simulated households with each state operator (fleet.json), and 1,000,000 real ones
+# (fleet-million.json).
 bench: deps
 	$(VENV)/bin/python -m bench.run
 	$(VENV)/bin/python -m bench.sustained
 	$(VENV)/bin/python -m bench.history_tables
-	$(VENV)/bin/python -m bench.fleet
+	$(VENV)/bin/python -m bench.fleet --state-operators jvm,python
+	$(VENV)/bin/python -m bench.fleet --households 1000000 --use real --json fleet-million.json
 
 # What each rule catches: 672 real households (bench/data/) and 40 simulated ones with labelled
 # injected events, both rules' incidents merged, in prod mode; tuning and reporting halves, 95%

@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--backlog-ticks", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--warm-up", type=float, default=30.0)
+    parser.add_argument("--state-operator", choices=("python", "jvm"), default="python")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as folder:
@@ -250,7 +251,8 @@ def main() -> None:
         try:
             settings = with_values(None, bootstrap_servers=bootstrap, dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}",
                                 checkpoint_root=str(Path(folder) / "chk"), history_root=str(Path(folder) / "history"),
-                                stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=MAX_BATCH_READINGS)
+                                stream_metrics_port=0, starting_offsets="earliest", max_offsets_per_trigger=MAX_BATCH_READINGS,
+                                state_operator=args.state_operator)
             spark = spark_session(settings.job, app_name="energy-monitor-bench-live-prod")
             spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "2s")
             for baseline in ("on", "on", "off"):

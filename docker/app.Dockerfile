@@ -21,8 +21,9 @@ RUN python3 -c "import pathlib, tomllib; \
  for name in tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']['packages']]" \
  && touch pipeline/__init__.py && pip install --no-cache-dir -e .
 COPY pipeline ./pipeline
-# The Kafka connector jars resolved by `make deps` (Maven Central).
+# The Kafka connector jars resolved by `make deps` (Maven Central), and the state operator it builds (jvm/).
 COPY .cache/jars/spark ./.cache/jars/spark
+COPY .cache/jars/energy ./.cache/jars/energy
 
 # Named volumes mounted under /data start with this ownership, so the services can write them.
 RUN useradd --create-home --uid 1000 energy && mkdir -p /data/checkpoints /data/history /data/work && chown -R energy /data

@@ -54,4 +54,13 @@ mvn_copy infra/kafka "$CACHE/jars/kafka"
 # pyspark ships Spark itself; only the connector and what Spark lacks are added.
 mvn_copy infra/spark "$CACHE/jars/spark" \
   -DincludeArtifactIds=spark-sql-kafka-0-10_2.13,spark-token-provider-kafka-0-10_2.13,kafka-clients,commons-pool2
+# The job's state operator (jvm/), built again when its sources change.
+state_sha=$(cat jvm/pom.xml $(find jvm/src -name '*.java' | sort) | sha256sum | cut -c1-16)
+if [ "$(cat "$CACHE/jars/energy/.src-sha" 2>/dev/null)" != "$state_sha" ]; then
+  step "building the state operator (jvm/)"
+  mvn -q -B -s infra/maven-settings.xml -Dmaven.repo.local="$CACHE/m2" -f jvm/pom.xml package
+  mkdir -p "$CACHE/jars/energy"
+  cp jvm/target/energy-state.jar "$CACHE/jars/energy/energy-state.jar"
+  echo "$state_sha" > "$CACHE/jars/energy/.src-sha"
+fi
 step "ready"

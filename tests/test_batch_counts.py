@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.job.counts import BatchCounts, BatchTally, BucketFigures, RunTotals
+from pipeline.job.counts import BatchCounts, BatchTally, BucketFigures, PythonTally, RunTotals
 from pipeline.job.listener import BatchCountsRouter
 
 
@@ -17,13 +17,13 @@ def alerts(n: int, kind: str = "threshold", centisecond: int = 1) -> BatchCounts
     return BatchCounts(alerts=Counter({kind: n}), crossings=Counter({centisecond: n}))
 
 
-def tally(entries: dict) -> SimpleNamespace:
-    """What the router reads of a pyspark accumulator on the driver: its `value`, added up by
-    the accumulator's own rule."""
+def tally(entries: dict) -> PythonTally:
+    """What the router reads of a pyspark accumulator on the driver (its `value`, added up by
+    the accumulator's own rule), through the Python operator's tally."""
     total = {}
     for batch, counts in entries.items():
         BatchTally().addInPlace(total, {batch: counts})
-    return SimpleNamespace(value=total)
+    return PythonTally(SimpleNamespace(value=total))
 
 
 def test_a_batch_report_takes_its_own_entries_and_leaves_the_next_batch_s():
@@ -35,9 +35,9 @@ def test_a_batch_report_takes_its_own_entries_and_leaves_the_next_batch_s():
     router.progressed("run-1", 4)
 
     assert [(c.batch_id, c.alert_total, c.late_readings, c.invalid_by_reason) for c in seen] == [(4, 2, 3, {"bad_kwh": 1})]
-    assert list(accumulated.value) == [5]
+    assert list(accumulated.accumulator.value) == [5]
     router.progressed("run-1", 5)
-    assert seen[-1].alert_total == 7 and accumulated.value == {}
+    assert seen[-1].alert_total == 7 and accumulated.accumulator.value == {}
 
 
 def test_alert_latency_runs_to_the_report():

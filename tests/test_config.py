@@ -5,7 +5,7 @@ import re
 import pytest
 
 from pipeline.core.settings import ConfigError, load_settings, parse_duration, with_values
-from pipeline.core.checkpoint import checkpoint_dir
+from pipeline.core.checkpoint import checkpoint_dir, other_checkpoints
 
 
 def test_modes_and_overrides():
@@ -62,8 +62,20 @@ def test_checkpoint_follows_everything_that_shapes_state():
     others = [checkpoint_dir(load_settings(env).job) for env in (
         {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"}, {"BASELINE_QUANTILE": "0.9"},
         {"BASELINE_SLOT": "1 hour"}, {"BASELINE": "off"},
-        {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"})]
-    assert len({checkpoint_dir(demo.job), *others}) == 10
+        {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"},
+        {"STATE_OPERATOR": "jvm"})]
+    assert len({checkpoint_dir(demo.job), *others}) == 11
+
+
+def test_the_checkpoints_of_other_layouts_are_found_beside_a_new_one(tmp_path):
+    python = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path)}).job)
+    jvm = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path),
+                                        "STATE_OPERATOR": "jvm"}).job)
+    demo = checkpoint_dir(load_settings({"RUN_MODE": "demo", "CHECKPOINT_ROOT": str(tmp_path)}).job)
+    assert other_checkpoints(jvm) == []
+    python.mkdir()
+    demo.mkdir()
+    assert other_checkpoints(jvm) == [python.name]
 
 
 @pytest.mark.parametrize("name,value", [("THRESHOLD_KWH", "0.06"), ("BASELINE_EXCESS_KWH", "0.2"),

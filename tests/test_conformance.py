@@ -53,10 +53,11 @@ def check_fixed(alerts: list[dict], expected: list, threshold: float, mode: str)
             assert Decimal(str(threshold)) < Decimal(str(alert["kwh"])) <= final_sums[key] + Decimal("0.000005")
 
 
+@pytest.mark.parametrize("operator", ["python", "jvm"])
 @pytest.mark.parametrize("mode", ["demo", "prod"])
-def test_conformance_case(make_settings, mode):
+def test_conformance_case(make_settings, mode, operator):
     expected = json.loads((CASES / f"{mode}_expected.json").read_text())
-    settings = make_settings(run_mode=mode)
+    settings = make_settings(run_mode=mode, state_operator=operator)
     late = run_case(settings, mode)
     alerts = [a for a in records(settings, settings.kafka.alerts_topic) if a["kind"] == "threshold"]
     check_fixed(alerts, expected["alerts"], expected["threshold_kwh"], mode)
@@ -91,13 +92,16 @@ def check_baseline(alerts: list[dict], want: dict[tuple, list], description: str
             assert alert["rule"] == description
 
 
-@pytest.mark.parametrize("mode,max_offsets", [("demo", None), ("prod", None), ("demo", 150)])
-def test_baseline_conformance_case(make_settings, tmp_path, mode, max_offsets):
-    """Both rules' alerts, exactly; with a small MAX_OFFSETS_PER_TRIGGER the case takes many
-    batches (11 for each phase of the demo case) and the alerts stay the same. The prod case
-    in small batches runs without Spark (tests/test_baseline.py)."""
+@pytest.mark.parametrize("mode,max_offsets,operator", [("demo", None, "python"), ("prod", None, "python"),
+                                                        ("demo", 150, "python"), ("demo", None, "jvm"),
+                                                        ("prod", None, "jvm"), ("demo", 150, "jvm")])
+def test_baseline_conformance_case(make_settings, tmp_path, mode, max_offsets, operator):
+    """Both rules' alerts, exactly, by each state operator; with a small MAX_OFFSETS_PER_TRIGGER
+    the case takes many batches (11 for each phase of the demo case) and the alerts stay the
+    same. The prod case in small batches runs without Spark (tests/test_baseline.py,
+    tests/test_jvm_operator.py)."""
     expected = json.loads((OURS / f"excess_{mode}_expected.json").read_text())
-    settings = make_settings(run_mode=mode)
+    settings = make_settings(run_mode=mode, state_operator=operator)
     env = {"MAX_OFFSETS_PER_TRIGGER": str(max_offsets)} if max_offsets else None
     late = run_case(settings, f"excess_{mode}", env, excess_case(tmp_path, mode))
     alerts = records(settings, settings.kafka.alerts_topic)
@@ -112,7 +116,8 @@ def test_baseline_conformance_case(make_settings, tmp_path, mode, max_offsets):
     assert late == expected["late_readings_dropped"]
 
 
-def test_a_restart_with_new_parameters_learns_them_over_the_history(make_settings, tmp_path):
+@pytest.mark.parametrize("operator", ["python", "jvm"])
+def test_a_restart_with_new_parameters_learns_them_over_the_history(make_settings, tmp_path, operator):
     """Phase 1 learned with the archiver running; then the allowance, the persistence and the
     threshold change and the job restarts on phase 2. Its alerts are what the contract gives with
     the new parameters over the history's readings and phase 2 (tests/reference.py's model)."""
@@ -123,7 +128,7 @@ def test_a_restart_with_new_parameters_learns_them_over_the_history(make_setting
     from pipeline.core.settings import load_settings
 
     cases = excess_case(tmp_path, "demo")
-    settings = make_settings(run_mode="demo", history_flush_seconds=0.5)
+    settings = make_settings(run_mode="demo", history_flush_seconds=0.5, state_operator=operator)
     changed = {"BASELINE_EXCESS_KWH": "0.005", "BASELINE_PERSIST_KWH": "0.01", "THRESHOLD_KWH": "0.04"}
     archiver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "archive"], env=settings_env(settings),
                                 stdout=(tmp_path / "archiver.log").open("wb"), stderr=subprocess.STDOUT)

@@ -23,12 +23,21 @@ def checkpoint_dir(job: JobSettings) -> Path | str:
     shape = "|".join(str(v) for v in (
         rule.window_s, rule.slide_s, rule.watermark_s, job.readings.max_reading_kwh, learning,
         job.state_buckets, job.shuffle_partitions, kafka.readings_topic, kafka.alerts_topic,
-        kafka.dlq_topic, STATE_FORMAT))
+        kafka.dlq_topic, STATE_FORMAT, job.state_operator))
     digest = hashlib.sha256(shape.encode()).hexdigest()[:10]
     name = f"{rule.mode}-w{rule.window_s}-s{rule.slide_s}-wm{rule.watermark_s}-{digest}"
     if "://" in job.checkpoint_root:  # s3a://, hdfs://: Spark's storage, not a local folder
         return f"{job.checkpoint_root.rstrip('/')}/{name}"
     return Path(job.checkpoint_root) / name
+
+
+def other_checkpoints(checkpoint: Path) -> list[str]:
+    """The names of the other checkpoints of the same mode, window, slide and watermark beside
+    `checkpoint`: those of another state layout, state operator or other settings."""
+    prefix = checkpoint.name.rsplit("-", 1)[0] + "-"
+    folder = checkpoint.parent
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith(prefix)
+                  and p.name != checkpoint.name) if folder.is_dir() else []
 
 
 def batch_ids(checkpoint: Path, log: str) -> set[int]:

@@ -75,6 +75,20 @@ class BatchTally(AccumulatorParam):
         return total
 
 
+class PythonTally:
+    """The router's view of the Python state function's accumulator (BatchTally): a batch's
+    counts, taken out when Spark reports the batch."""
+
+    def __init__(self, accumulator):
+        self.accumulator = accumulator
+
+    def take(self, batch_id: int) -> "BatchCounts":
+        counts = BatchCounts()
+        for batch in [b for b in self.accumulator.value if b <= batch_id]:
+            counts = counts + self.accumulator.value.pop(batch)
+        return counts
+
+
 @dataclass
 class RunTotals:
     """One run's batches added up, for the summary `stream --once` prints."""

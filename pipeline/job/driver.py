@@ -14,13 +14,14 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.core.checkpoint import checkpoint_dir, pending_batch
+from pipeline.core.checkpoint import checkpoint_dir, other_checkpoints, pending_batch
 from pipeline.core.clock import utc_stamp
 from pipeline.core.kafka import ensure_topics
 from pipeline.core.metrics import StreamMetrics, serve
 from pipeline.core.settings import JobSettings
 from pipeline.core.signals import stop_flag_on_signals
-from pipeline.job.counts import BatchCounts, BatchTally, RunTotals
+from pipeline.job.counts import BatchCounts, BatchTally, PythonTally, RunTotals
+from pipeline.job.jvm import JvmTally, tally_accumulator
 from pipeline.job.listener import batch_counts_router
 from pipeline.job.query import build_query, query_name, recent_since_ms
 from pipeline.job.runs import RunRecord, cause_of
@@ -58,14 +59,24 @@ def start_query(spark, job: JobSettings, once: bool, on_batch: Callable[[BatchCo
              checkpoint, job.starting_offsets, job.max_offsets_per_trigger)
     since_ms = seed = None
     if isinstance(checkpoint, Path):
+        if not checkpoint.exists() and other_checkpoints(checkpoint):
+            log.warning("a new checkpoint %s: the state in %s (another state layout or operator, or other "
+                        "settings) is not read; the baselines are seeded from the history, and with "
+                        "STARTING_OFFSETS=recent the open windows are read again from Kafka", checkpoint.name, ", ".join(other_checkpoints(checkpoint)))
         checkpoint.mkdir(parents=True, exist_ok=True)
         since_ms = start_bound_ms(checkpoint, job)
         seed = baseline_seed(job, checkpoint)
-    tally = spark.sparkContext.accumulator({}, BatchTally())
-    rules = Rules(rule, job.baseline, job.bucket_capacity, None if seed is None else spark.sparkContext.broadcast(seed))
+    if job.state_operator == "jvm":  # the seed is broadcast as bytes the operator reads (jvm.py)
+        tally = tally_accumulator(spark)
+        taker = JvmTally(tally)
+    else:
+        tally = spark.sparkContext.accumulator({}, BatchTally())
+        taker = PythonTally(tally)
+        seed = None if seed is None else spark.sparkContext.broadcast(seed)
+    rules = Rules(rule, job.baseline, job.bucket_capacity, seed)
     writer = build_query(spark, job, rules, tally, checkpoint, since_ms, once)
     router = batch_counts_router(spark)
-    route = router.announce(query_name(job), tally, on_batch, on_progress, on_idle)
+    route = router.announce(query_name(job), taker, on_batch, on_progress, on_idle)
     try:
         return writer.start()
     except Exception:

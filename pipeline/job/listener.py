@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)  # a route is itself, whatever it holds
 class _Route:
-    tally: object  # the query's accumulator of batch entries
+    tally: object  # the query's tally: `take(batch_id)` gives the BatchCounts of the batches up to it
     on_batch: Callable[[BatchCounts], None]
     on_progress: Callable[[dict], None] | None
     on_idle: Callable[[], None] | None
@@ -70,10 +70,7 @@ class BatchCountsRouter:
             route.on_progress(progress())
         # Every task of the batch has added to the accumulator before its job ended, and a later
         # batch's record stays for its own report.
-        counts = BatchCounts()
-        for batch in [b for b in route.tally.value if b <= batch_id]:
-            counts = counts + route.tally.value.pop(batch)
-        route.on_batch(counts.as_batch(batch_id))
+        route.on_batch(route.tally.take(batch_id).as_batch(batch_id))
 
     def idle(self, run_id: str) -> None:
         route = self._routes.get(run_id)

@@ -2,7 +2,8 @@
 sink (build_query); the driver (driver.py) starts it and keeps its books.
 
     Kafka readings -> parse_readings (validate.py) -> stage_panes, state_inputs (stage.py)
-      -> groupBy(state bucket).applyInPandasWithState(state function: state.py)
+      -> the state operator by state bucket: the JVM's (jvm.py), or
+         applyInPandasWithState(state function: state.py) with STATE_OPERATOR=python
       -> kafka_records (records.py) -> Kafka alerts and dead letters
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.settings import JobSettings
+from pipeline.job.jvm import jvm_outputs
 from pipeline.job.records import kafka_records
 from pipeline.job.stage import stage_panes, state_inputs
 from pipeline.job.state import BUCKET_OUTPUT_SCHEMA, OUTPUT_COLUMNS, STATE_SCHEMA, Rules, make_state_function
@@ -51,7 +53,8 @@ def query_name(job: JobSettings) -> str:
 def build_query(spark, job: JobSettings, rules: Rules, tally, checkpoint: Path | str, since_ms: int | None,
                 once: bool):
     """The whole query, Kafka to Kafka, ready to start: `rules` what the state step judges with,
-    `tally` the accumulator its batches' counts go to, `since_ms` the record time a `recent`
+    `tally` the accumulator its batches' counts go to (the operator's: jvm.tally_accumulator, or
+    a BatchTally), `since_ms` the record time a `recent`
     start reads from (None: what the checkpoint says), `once` whether it stops when it has read
     what is there."""
     from pyspark.sql import functions as F
@@ -61,10 +64,13 @@ def build_query(spark, job: JobSettings, rules: Rules, tally, checkpoint: Path |
     readings = read_readings(spark, job, since_ms)
     parsed = parse_readings(readings, job.readings)
     staged = state_inputs(stage_panes(parsed, job.state_buckets, job.shuffle_partitions), job.rule)
-    outputs = (staged.groupBy("bucket")
-               .applyInPandasWithState(make_state_function(rules, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
-                                       "Append", GroupStateTimeout.NoTimeout)
-               .select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS))))
+    if job.state_operator == "jvm":
+        outputs = jvm_outputs(spark, staged, rules, tally)
+    else:
+        outputs = (staged.groupBy("bucket")
+                   .applyInPandasWithState(make_state_function(rules, tally), BUCKET_OUTPUT_SCHEMA, STATE_SCHEMA,
+                                           "Append", GroupStateTimeout.NoTimeout)
+                   .select(F.inline(F.arrays_zip(*OUTPUT_COLUMNS))))
     writer = (kafka_records(outputs, kafka, job.rule, job.baseline).writeStream.format("kafka")
               .queryName(query_name(job))
               .option("kafka.bootstrap.servers", kafka.bootstrap_servers)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.core.settings import PROJECT_ROOT, JobSettings, jvm_bytes
 
 SPARK_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "spark"
+STATE_JAR = PROJECT_ROOT / ".cache" / "jars" / "energy" / "energy-state.jar"  # jvm/, built by scripts/bootstrap.sh
 SPARK_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 STATE_STORE_PROVIDER_CONF = "spark.sql.streaming.stateStore.providerClass"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -19,6 +20,10 @@ def spark_session(job: JobSettings, app_name: str = "energy-monitor-stream"):
     jars = sorted(str(p) for p in SPARK_JARS_DIR.glob("*.jar"))
     if not jars:
         raise RuntimeError(f"no Kafka connector jars in {SPARK_JARS_DIR}: run `make deps` first")
+    if STATE_JAR.is_file():
+        jars.append(str(STATE_JAR))
+    elif job.state_operator == "jvm":
+        raise RuntimeError(f"no state operator jar {STATE_JAR}: run `make deps` first")
     # Workers must run this interpreter (it has pandas and pyarrow), not whatever python3 is on
     # PATH, and the Spark UI binds to SPARK_LOCAL_IP: both are read from the environment only.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -34,6 +39,9 @@ def spark_session(job: JobSettings, app_name: str = "energy-monitor-stream"):
                .config(STATE_STORE_PROVIDER_CONF, ROCKSDB_PROVIDER)
                .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
                .config("spark.sql.streaming.minBatchesToRetain", 20)
+               # A watermark that moves makes the JVM state operator (transformWithState) ask for a
+               # batch without data, which it has no timers for: one such batch after every batch.
+               .config("spark.sql.streaming.noDataMicroBatches.enabled", "false")
                # No `readlink` child process per checkpoint rename (docs/decisions/0014-measured-details-of-the-job.md).
                .config("spark.sql.streaming.checkpointFileManagerClass",
                        "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager")

@@ -105,7 +105,8 @@ def stored(state, fixed_fp: int, scoring_fp: int) -> Stored:
 @dataclass(frozen=True)
 class Rules:
     """What the state step judges with: the fixed rule, the baseline rule (None: off), the
-    households a bucket may hold, and the baselines to adopt (a broadcast baseline.Seed, or None)."""
+    households a bucket may hold, and the baselines to adopt (a baseline.Seed, broadcast for the
+    Python operator; or None)."""
 
     fixed: Rule
     baseline: BaselineRule | None
