@@ -34,8 +34,9 @@ MALFORMED = [
 ]
 
 
-def test_each_malformed_line_gets_its_reason(spark, make_settings):
-    settings = make_settings(run_mode="demo")
+@pytest.mark.parametrize("operator", ["python", "jvm"])
+def test_each_malformed_line_gets_its_reason(spark, make_settings, operator):
+    settings = make_settings(run_mode="demo", state_operator=operator)
     valid = [(iso(T0 + 15 * i), "H042", "0.02") for i in range(len(MALFORMED))]
     lines = []
     for reading, (bad, _) in zip(valid, MALFORMED):

@@ -25,8 +25,9 @@ def test_a_full_bucket_takes_its_households_and_then_none():
 
 @pytest.mark.kafka
 @pytest.mark.spark
-def test_readings_of_households_beyond_the_bound_are_dead_letters_and_known_ones_go_on(spark, make_settings):
-    settings = make_settings(run_mode="demo", state_buckets=4, max_households=8)  # 2 a bucket
+@pytest.mark.parametrize("operator", ["python", "jvm"])
+def test_readings_of_households_beyond_the_bound_are_dead_letters_and_known_ones_go_on(spark, make_settings, operator):
+    settings = make_settings(run_mode="demo", state_buckets=4, max_households=8, state_operator=operator)  # 2 a bucket
     flood = [f"{iso(T0 + 15 * i)},H{100 + h},0.02" for h in range(40) for i in range(4)]
     publish(settings, flood)
     first = run_job_once(spark, settings)

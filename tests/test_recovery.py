@@ -30,8 +30,10 @@ def alert_ids(settings) -> set[str]:
     return {a["alert_id"] for a in records(settings, settings.kafka.alerts_topic)}
 
 
-def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, spark, tmp_path):
-    base = make_settings(run_mode="demo", max_offsets_per_trigger=300, trigger_interval="1 second")
+@pytest.mark.parametrize("operator", ["python", "jvm"])
+def test_sigkill_and_restart_gives_the_same_alert_ids(make_settings, spark, tmp_path, operator):
+    base = make_settings(run_mode="demo", max_offsets_per_trigger=300, trigger_interval="1 second",
+                         state_operator=operator)
     publish(base, simulated_lines(households=20, ticks=120, start=T0))  # 2400 readings, 8+ batches
 
     uninterrupted = with_values(base, alerts_topic=base.kafka.alerts_topic + "_ref",
