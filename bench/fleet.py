@@ -9,8 +9,9 @@ household, ending now; `--backlog-ticks` fewer to reach a large fleet's live sta
 published first, then the job starts and drains it, then the
 simulator publishes in real time, each household once in 30 minutes (N / 1800 readings a
 second, spread over the seconds). Reports the backlog's drain rate (readings over the time from
-the first batch's start to the end of the batch that read its last reading) and the live
-batches' p50, p95 and max. Writes bench/results/fleet.json; asserts nothing.
+the first batch's start to the end of the batch that read its last reading), the live
+batches' p50, p95 and max, and the state's bytes per household (its values, and RocksDB's files
+on disk). Writes bench/results/fleet.json; asserts nothing.
 
 `--use real` takes each household's half hours from a real one's instead (RealFleet): the
 simulator puts 12% of its half hours above 2 kWh, where the real households of bench/data put
@@ -47,8 +48,8 @@ BACKLOG_TICKS = 48
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="a fleet of households reading every 30 minutes")
     parser.add_argument("--households", type=lambda v: [int(x) for x in v.split(",")], default=[100_000],
-                        help="comma-separated fleet sizes, each run in turn (1,000,000 is the issue's target; with "
-                             "today's state its backlog takes hours: docs/performance.md)")
+                        help="comma-separated fleet sizes, each run in turn (1,000,000 is the issue's target: about "
+                             "25 minutes with a day's backlog)")
     parser.add_argument("--live-seconds", type=float, default=120.0)
     parser.add_argument("--state-buckets", type=lambda v: [int(x) for x in v.split(",")], default=[64],
                         help="comma-separated STATE_BUCKETS values, each run in turn for each fleet size")
@@ -107,6 +108,24 @@ def publish_backlog(settings: Settings, households: int, now: int, ticks: int, u
     return sent
 
 
+class Held:
+    """What the job's state holds, from the batch counts' per-bucket figures (each batch reports
+    the buckets it read): households and the bytes of their state."""
+
+    def __init__(self):
+        self._lock, self._buckets = threading.Lock(), {}
+
+    def __call__(self, counts) -> None:
+        with self._lock:
+            self._buckets.update(counts.buckets)
+
+    def figures(self) -> dict:
+        with self._lock:
+            households = sum(b.households for b in self._buckets.values())
+            stored = sum(b.stored_bytes for b in self._buckets.values())
+        return {"households_held": households, "stored_bytes_per_household": round(stored / max(1, households))}
+
+
 class Batches:
     """The progress report of every batch that read readings, as the job's listener hands them over."""
 
@@ -153,8 +172,10 @@ def live(batches: Batches, settings: Settings, households: int, now: int, second
     time.sleep(5)
     measured = [p for p in batches.poll() if progress_ms(p) >= live_from_ms]
     state = (measured[-1].get("stateOperators") or [{}]) if measured else [{}]
+    disk = sum((o.get("customMetrics") or {}).get("rocksdbSstFileSize", 0) for o in state)
     return {"readings_per_s": per_second, **percentiles([p["durationMs"]["triggerExecution"] for p in measured]),
-            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1)}
+            "state_memory_mib": round(sum(o.get("memoryUsedBytes", 0) for o in state) / 2**20, 1),
+            "state_disk_bytes_per_household": round(disk / households)}
 
 
 def fleet(spark, settings: Settings, households: int, seconds: float, buckets: int, ticks: int,
@@ -167,8 +188,8 @@ def fleet(spark, settings: Settings, households: int, seconds: float, buckets: i
     print(f"  {households:,} {use} households, {buckets} state buckets, the {operator} operator: a backlog of "
           f"{ticks} readings each", flush=True)
     backlog = publish_backlog(run, households, now, ticks, use)
-    batches = Batches()
-    query = start(spark, run, "ours", once=False, on_progress=batches)
+    batches, held = Batches(), Held()
+    query = start(spark, run, "ours", once=False, on_batch=held, on_progress=batches)
     try:
         drained = drain_backlog(query, batches, backlog)
         print(f"    drained at {drained['readings_per_s']:,} readings/s in {drained['batches']} batches "
@@ -176,9 +197,12 @@ def fleet(spark, settings: Settings, households: int, seconds: float, buckets: i
         measured = live(batches, run, households, now, seconds, use)
     finally:
         query.stop()
+    measured.update(held.figures())
     print(f"    live, {measured['readings_per_s']} readings/s: {measured['batches']} batches, p50 "
           f"{measured['batch_ms_p50']} ms, p95 {measured['batch_ms_p95']} ms, max {measured['batch_ms_max']} ms "
-          f"(trigger 1000 ms); state {measured['state_memory_mib']} MiB", flush=True)
+          f"(trigger 1000 ms); state {measured['state_memory_mib']} MiB, {measured['households_held']:,} households "
+          f"of {measured['stored_bytes_per_household']} bytes each, on disk "
+          f"{measured['state_disk_bytes_per_household']} bytes each", flush=True)
     return {"households": households, "use": use, "state_buckets": buckets, "state_operator": operator,
             "backlog_ticks": ticks, "backlog": drained, "live": measured}
 

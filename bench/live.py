@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--backlog-ticks", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--warm-up", type=float, default=30.0)
-    parser.add_argument("--state-operator", choices=("python", "jvm"), default="python")
+    parser.add_argument("--state-operator", choices=("python", "jvm"), default="jvm")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as folder:

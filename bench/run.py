@@ -53,6 +53,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--live-prod-warm-up", type=float, default=30.0,
                         help="live prod batches that start this long after the live load are reported as `steady`")
     parser.add_argument("--output", type=Path, default=OUT, help="folder for latest.json and latest.png")
+    parser.add_argument("--state-operator", choices=("python", "jvm"), default=None,
+                        help="STATE_OPERATOR of our job (default: the settings' default)")
     parser.add_argument("--drains-only", action="store_true",
                         help="only the drains (about 10 minutes): print them, write nothing")
     args = parser.parse_args()
@@ -153,7 +155,7 @@ def main() -> None:
                                 dlq_topic=f"dlq_{uuid.uuid4().hex[:8]}", checkpoint_root=str(Path(folder) / "chk"),
                                 history_root=str(Path(folder) / "history"),  # nothing to seed the baselines from
                                 speedup=args.speedup, stream_metrics_port=0, starting_offsets="earliest",
-                                max_offsets_per_trigger=MAX_BATCH_READINGS)
+                                max_offsets_per_trigger=MAX_BATCH_READINGS, state_operator=args.state_operator)
             clients = {} if args.drains_only else producer_throughput(settings, args.quick)
             print(f"backlog: {args.households} households x {args.ticks} ticks", flush=True)
             readings = fill(settings, args.households, args.ticks)

@@ -63,14 +63,14 @@ def test_checkpoint_follows_everything_that_shapes_state():
         {"RUN_MODE": "prod"}, {"WATERMARK_DELAY": "5 minutes"}, {"BASELINE_ALPHA": "0.2"}, {"BASELINE_QUANTILE": "0.9"},
         {"BASELINE_SLOT": "1 hour"}, {"BASELINE": "off"},
         {"STATE_BUCKETS": "32"}, {"READINGS_TOPIC": "other"}, {"ALERTS_TOPIC": "other"},
-        {"STATE_OPERATOR": "jvm"})]
+        {"STATE_OPERATOR": "python"})]
     assert len({checkpoint_dir(demo.job), *others}) == 11
 
 
 def test_the_checkpoints_of_other_layouts_are_found_beside_a_new_one(tmp_path):
-    python = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path)}).job)
-    jvm = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path),
-                                        "STATE_OPERATOR": "jvm"}).job)
+    python = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path),
+                                           "STATE_OPERATOR": "python"}).job)
+    jvm = checkpoint_dir(load_settings({"RUN_MODE": "prod", "CHECKPOINT_ROOT": str(tmp_path)}).job)
     demo = checkpoint_dir(load_settings({"RUN_MODE": "demo", "CHECKPOINT_ROOT": str(tmp_path)}).job)
     assert other_checkpoints(jvm) == []
     python.mkdir()

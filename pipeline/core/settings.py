@@ -428,7 +428,7 @@ class JobSettings(_Group):
     max_households: int = setting(2_000_000, low=1, high=1_000_000_000)
     shuffle_partitions: int = setting(2, low=1, high=10_000)
     state_buckets: int = setting(64, low=1, high=4_096)
-    state_operator: str = setting("python", choices=("python", "jvm"))
+    state_operator: str = setting("jvm", choices=("python", "jvm"))
     trigger_interval: int = setting(1, "duration")
     spark_ui_port: int = setting(4040, low=1, high=65_535)
     alert_latency_slo_seconds: float = setting(2.0, low=0.0, high=3600.0, low_inclusive=False)
