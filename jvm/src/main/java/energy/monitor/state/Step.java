@@ -80,8 +80,18 @@ final class Step {
     long k = rules.panesPerWindow;
     long next = Long.MIN_VALUE;  // the first window start not yet judged
     for (long pane : touched.keySet()) {
-      for (long s = Math.max(Math.max(pane - k + 1, minOpen), next); s <= pane; s++) {
-        long sum = prefix[lowerBound(h, s + k)] - prefix[lowerBound(h, s)];
+      long s = Math.max(Math.max(pane - k + 1, minOpen), next);
+      // The rows of the window's first pane and of the pane after it only move forward with s.
+      int first = lowerBound(h, s);
+      int end = lowerBound(h, s + k);
+      for (; s <= pane; s++) {
+        while (first < h.panes.size && h.panes.get(first) < s) {
+          first++;
+        }
+        while (end < h.panes.size && h.panes.get(end) < s + k) {
+          end++;
+        }
+        long sum = prefix[end] - prefix[first];
         if (sum > rules.thresholdUnits && h.fixedAlerted.addSorted(s)) {
           out.add(Alert.fixed(code, s, sum, crossedMs(touched, s)));
         }
