@@ -113,3 +113,19 @@ def test_a_run_gets_its_progress_before_its_counts_and_its_idle_notices():
     router.idle("run-1")
     router.idle("someone-else")
     assert seen == [("progress", 12), ("batch", 3), "idle"]
+
+
+@pytest.mark.parametrize("store_counts_keys,expected", [(True, 9.0), (False, 3 + 2 + 2.0)])
+def test_state_keys_come_from_the_store_or_from_the_buckets_figures(store_counts_keys, expected):
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.core.metrics import StateShape, StreamMetrics
+
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry, "prod", 1.0, 2.0, StateShape(store_counts_keys=store_counts_keys))
+    metrics.observe_batch(BatchCounts(buckets={0: BucketFigures(3, 300)}))
+    metrics.observe_batch(BatchCounts(buckets={5: BucketFigures(2, 200)}))
+    # the JVM operator's store reports no keys: 0, whatever it holds
+    metrics.observe_progress({"numInputRows": 5, "stateOperators": [{"numRowsTotal": 9 if store_counts_keys else 0,
+                                                                     "memoryUsedBytes": 10}]})
+    assert registry.get_sample_value("energy_stream_state_rows") == expected

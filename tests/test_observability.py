@@ -28,7 +28,7 @@ CONTRACT_METRICS = [
     "energy_duplicate_readings_total", 'energy_alerts_total{kind="baseline"}', "energy_baseline_households_warm",
     "energy_history_duplicate_readings_total", "energy_history_retention_gap_records_total",
     "energy_stream_households > 0", "energy_stream_households_limit", "energy_stream_state_bytes > 0",
-    "energy_stream_memory_bytes > 0",
+    "energy_stream_memory_bytes > 0", "energy_stream_state_rows > 0",
 ]
 
 

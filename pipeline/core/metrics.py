@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -82,6 +83,17 @@ ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5
                          120.0, 300.0, 900.0)
 
 
+@dataclass(frozen=True)
+class StateShape:
+    """What the stream's metrics know of its state: the bound on households, the heap that runs
+    the state, and whether the state store reports its keys (Spark's numRowsTotal; the JVM
+    operator's does not, and its keys are counted from the buckets' figures)."""
+
+    max_households: int = 0
+    memory_bytes: int = 0
+    store_counts_keys: bool = True
+
+
 class StreamMetrics:
     """Fed by the query's progress (StreamingQueryListener) and by each batch's own counts.
 
@@ -89,8 +101,9 @@ class StreamMetrics:
     so rates and panels show 0 rather than nothing before the first event."""
 
     def __init__(self, registry: CollectorRegistry, mode: str, trigger_interval_s: float, slo_s: float,
-                 max_households: int = 0, memory_bytes: int = 0):
+                 state: StateShape = StateShape()):
         self.mode, self.slo_s = mode, slo_s
+        self.store_counts_keys = state.store_counts_keys
         self.input_rows = Counter("energy_stream_input_rows_total", "Readings read by the stream job.",
                                   registry=registry)
         self.processed_rate = Gauge("energy_stream_processed_rows_per_second",
@@ -119,7 +132,7 @@ class StreamMetrics:
         self.trigger_interval = Gauge("energy_stream_trigger_interval_seconds",
                                       "Configured micro-batch interval.", registry=registry)
         self.trigger_interval.set(trigger_interval_s)
-        self._add_size_instruments(registry, max_households, memory_bytes)
+        self._add_size_instruments(registry, state.max_households, state.memory_bytes)
         self._add_alert_instruments(registry, slo_s)
         for value in MODES:
             for kind in Kind:
@@ -176,7 +189,8 @@ class StreamMetrics:
             if stamp > 0:
                 self.watermark_lag.set(time.time() - stamp)
         for operator in progress.get("stateOperators") or []:
-            self.state_rows.set(operator.get("numRowsTotal", 0))
+            if self.store_counts_keys:
+                self.state_rows.set(operator.get("numRowsTotal", 0))
             self.state_bytes.set(operator.get("memoryUsedBytes", 0))
 
     def observe_batch(self, counts) -> None:
@@ -186,6 +200,8 @@ class StreamMetrics:
         if counts.buckets:
             self._buckets.update(counts.buckets)
             figures = self._buckets.values()
+            if not self.store_counts_keys:  # a key per household kept, and one for each bucket's numbers
+                self.state_rows.set(sum(b.households + 1 for b in figures))
             self.households.set(sum(b.households for b in figures))
             self.stored_bytes.set(sum(b.stored_bytes for b in figures))
             self.baseline_warm.set(sum(b.warm for b in figures))

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.core.checkpoint import checkpoint_dir, other_checkpoints, pending_batch
 from pipeline.core.clock import utc_stamp
 from pipeline.core.kafka import ensure_topics
-from pipeline.core.metrics import StreamMetrics, serve
+from pipeline.core.metrics import StateShape, StreamMetrics, serve
 from pipeline.core.settings import JobSettings
 from pipeline.core.signals import stop_flag_on_signals
 from pipeline.job.counts import BatchCounts, BatchTally, PythonTally, RunTotals
@@ -26,7 +26,7 @@ from pipeline.job.listener import batch_counts_router
 from pipeline.job.query import build_query, query_name, recent_since_ms
 from pipeline.job.runs import RunRecord, cause_of
 from pipeline.job.seeding import baseline_seed
-from pipeline.job.session import spark_session, state_memory_bytes
+from pipeline.job.session import TRACK_KEYS_CONF, spark_session, state_memory_bytes
 from pipeline.job.state import Rules
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def start_query(spark, job: JobSettings, once: bool, on_batch: Callable[[BatchCo
         taker = PythonTally(tally)
         seed = None if seed is None else spark.sparkContext.broadcast(seed)
     rules = Rules(rule, job.baseline, job.bucket_capacity, seed)
+    # The JVM operator reads each household's state before writing it; counting the store's keys
+    # would read it once more. Read when the query starts, so a session may run either operator.
+    spark.conf.set(TRACK_KEYS_CONF, "false" if job.state_operator == "jvm" else "true")
     writer = build_query(spark, job, rules, tally, checkpoint, since_ms, once)
     router = batch_counts_router(spark)
     route = router.announce(query_name(job), taker, on_batch, on_progress, on_idle)
@@ -182,8 +185,9 @@ def _run_query(spark, job: JobSettings, once: bool, totals: RunTotals):
     metrics = None
     if job.stream_metrics_port:
         registry = CollectorRegistry()
-        metrics = StreamMetrics(registry, job.rule.mode, job.trigger_interval, job.alert_latency_slo_seconds,
-                                job.max_households, state_memory_bytes(spark, job))
+        state = StateShape(job.max_households, state_memory_bytes(spark, job),
+                           store_counts_keys=job.state_operator != "jvm")
+        metrics = StreamMetrics(registry, job.rule.mode, job.trigger_interval, job.alert_latency_slo_seconds, state)
         serve(registry, job.metrics.metrics_host, job.stream_metrics_port)
 
     def on_batch(counts: BatchCounts) -> None:

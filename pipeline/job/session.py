@@ -11,6 +11,7 @@ SPARK_JARS_DIR = PROJECT_ROOT / ".cache" / "jars" / "spark"
 STATE_JAR = PROJECT_ROOT / ".cache" / "jars" / "energy" / "energy-state.jar"  # jvm/, built by scripts/bootstrap.sh
 SPARK_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 STATE_STORE_PROVIDER_CONF = "spark.sql.streaming.stateStore.providerClass"
+TRACK_KEYS_CONF = "spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
