@@ -37,6 +37,7 @@ from bench.live import percentiles, progress_ms
 from pipeline.core.kafka import ReadingProducer, ensure_topics
 from pipeline.core.settings import Settings, with_values
 from pipeline.ingest.simulator import Simulator, format_reading, household_ids
+from pipeline.job.counts import BatchCounts
 from pipeline.job.session import spark_session
 from pipeline.ops import broker
 
@@ -113,16 +114,15 @@ class Held:
     the buckets it read): households and the bytes of their state."""
 
     def __init__(self):
-        self._lock, self._buckets = threading.Lock(), {}
+        self._lock, self._total = threading.Lock(), BatchCounts()
 
-    def __call__(self, counts) -> None:
+    def __call__(self, counts: BatchCounts) -> None:
         with self._lock:
-            self._buckets.update(counts.buckets)
+            self._total = self._total + counts  # each bucket keeps its newest figures
 
     def figures(self) -> dict:
         with self._lock:
-            households = sum(b.households for b in self._buckets.values())
-            stored = sum(b.stored_bytes for b in self._buckets.values())
+            households, stored = self._total.households()
         return {"households_held": households, "stored_bytes_per_household": round(stored / max(1, households))}
 
 

@@ -26,7 +26,7 @@ from pipeline.job.listener import batch_counts_router
 from pipeline.job.query import build_query, query_name, recent_since_ms
 from pipeline.job.runs import RunRecord, cause_of
 from pipeline.job.seeding import baseline_seed
-from pipeline.job.session import TRACK_KEYS_CONF, spark_session, state_memory_bytes
+from pipeline.job.session import TRACK_KEYS_CONF, spark_session, state_memory_bytes, store_counts_keys
 from pipeline.job.state import Rules
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,8 @@ def start_query(spark, job: JobSettings, once: bool, on_batch: Callable[[BatchCo
         taker = PythonTally(tally)
         seed = None if seed is None else spark.sparkContext.broadcast(seed)
     rules = Rules(rule, job.baseline, job.bucket_capacity, seed)
-    # The JVM operator reads each household's state before writing it; counting the store's keys
-    # would read it once more. Read when the query starts, so a session may run either operator.
-    spark.conf.set(TRACK_KEYS_CONF, "false" if job.state_operator == "jvm" else "true")
+    # Read when the query starts, so a session may run either operator.
+    spark.conf.set(TRACK_KEYS_CONF, str(store_counts_keys(job)).lower())
     writer = build_query(spark, job, rules, tally, checkpoint, since_ms, once)
     router = batch_counts_router(spark)
     route = router.announce(query_name(job), taker, on_batch, on_progress, on_idle)
@@ -186,7 +185,7 @@ def _run_query(spark, job: JobSettings, once: bool, totals: RunTotals):
     if job.stream_metrics_port:
         registry = CollectorRegistry()
         state = StateShape(job.max_households, state_memory_bytes(spark, job),
-                           store_counts_keys=job.state_operator != "jvm")
+                           store_counts_keys=store_counts_keys(job))
         metrics = StreamMetrics(registry, job.rule.mode, job.trigger_interval, job.alert_latency_slo_seconds, state)
         serve(registry, job.metrics.metrics_host, job.stream_metrics_port)
 

@@ -15,6 +15,12 @@ TRACK_KEYS_CONF = "spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 
 
+def store_counts_keys(job: JobSettings) -> bool:
+    """Whether the state store counts its keys (TRACK_KEYS_CONF): not under the JVM operator,
+    which reads each household's state before writing it, so counting would read it once more."""
+    return job.state_operator != "jvm"
+
+
 def spark_session(job: JobSettings, app_name: str = "energy-monitor-stream"):
     from pyspark.sql import SparkSession
 
