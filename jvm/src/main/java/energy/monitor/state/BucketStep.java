@@ -1,10 +1,8 @@
 package energy.monitor.state;
 
 import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
+import java.util.function.LongPredicate;
 
 /**
  * What the operator does with one state bucket in one micro-batch (the JVM's pipeline/job/state.py):
@@ -17,7 +15,7 @@ final class BucketStep {
 
   private final Rules rules;
   private final Seed seed;
-  private final Map<Long, Readings> batch = new LinkedHashMap<>();
+  private final BucketReadings batch = new BucketReadings();
   private final List<Output> out = new ArrayList<>();
   final Tally tally = new Tally();
 
@@ -27,30 +25,8 @@ final class BucketStep {
     this.seed = seed;
   }
 
-  /** A household's readings of the batch, in the order they arrived. */
-  private static final class Readings {
-    long[] epochS = new long[2];
-    long[] units = new long[2];
-    long[] recordMs = new long[2];
-    long[] positions = new long[2];
-    int n;
-
-    void add(long epoch, long kwhUnits, long record, long position) {
-      if (n == epochS.length) {
-        epochS = Arrays.copyOf(epochS, 2 * n);
-        units = Arrays.copyOf(units, 2 * n);
-        recordMs = Arrays.copyOf(recordMs, 2 * n);
-        positions = Arrays.copyOf(positions, 2 * n);
-      }
-      epochS[n] = epoch;
-      units[n] = kwhUnits;
-      recordMs[n] = record;
-      positions[n++] = position;
-    }
-  }
-
   void reading(long household, long epochS, long units, long recordMs, long position) {
-    batch.computeIfAbsent(household, h -> new Readings()).add(epochS, units, recordMs, position);
+    batch.add(household, epochS, units, recordMs, position);
   }
 
   void deadLetter(String document) {
@@ -60,26 +36,26 @@ final class BucketStep {
 
   /** The batch applied to the bucket's households in `store`; `meta` is updated to match. */
   List<Output> run(long watermarkMs, Store store, Meta meta) {
+    batch.group();
     Step step = new Step(rules, watermarkMs, seed);
-    Map<Long, Household> taken = admit(store, meta);
+    Household[] held = new Household[batch.households];
+    boolean[] taken = admit(store, meta, held);
     List<Alert> alerts = new ArrayList<>();
-    for (Map.Entry<Long, Readings> entry : batch.entrySet()) {
-      long code = entry.getKey();
-      Readings readings = entry.getValue();
-      if (!taken.containsKey(code)) {
-        refuse(code, readings);
+    for (int i = 0; i < batch.households; i++) {
+      long code = batch.codes[i];
+      if (!taken[i]) {
+        refuse(code, batch.start[i], batch.start[i + 1]);
         continue;
       }
-      Household household = taken.get(code);
-      boolean held = household != null;
-      if (!held) {
+      Household household = held[i];
+      if (household == null) {
         household = Household.fresh(rules);
       } else if (household.learning && !household.remembered(meta.horizonS(rules), rules.windowS)) {
         household.forgetBaseline();  // as the bucket's last call would have
       }
-      step.apply(code, household, readings.epochS, readings.units, readings.recordMs, readings.n, alerts);
+      step.apply(code, household, batch, batch.start[i], batch.start[i + 1], alerts);
       if (household.empty()) {
-        if (held) {
+        if (held[i] != null) {
           store.remove(code);
         }
       } else {
@@ -99,35 +75,43 @@ final class BucketStep {
   }
 
   /**
-   * The households of the batch the bucket takes, with their state (null: new), each taken out of
-   * `meta`'s count: those it holds, and new ones in the order they first appear while it has room
-   * (docs/contract.md, "The bound on households"). A household whose state the bucket's last call
-   * would have dropped is new.
+   * Which of the batch's households the bucket takes, each taken out of `meta`'s count, with the
+   * state of those it holds in `held` (null: new): those it holds, and new ones in the order they
+   * first appear while it has room (docs/contract.md, "The bound on households"). A household
+   * whose state the bucket's last call would have dropped is new.
    */
-  private Map<Long, Household> admit(Store store, Meta meta) {
-    Map<Long, Household> taken = new LinkedHashMap<>();
-    List<Long> arrivals = new ArrayList<>();
-    for (long code : batch.keySet()) {
+  private boolean[] admit(Store store, Meta meta, Household[] held) {
+    boolean[] taken = new boolean[batch.households];
+    int[] arrivals = new int[batch.households];
+    int arriving = 0;
+    for (int i = 0; i < batch.households; i++) {
+      long code = batch.codes[i];
       byte[] blob = store.get(code);
       Household household = blob == null ? null : Household.decode(blob);
       if (household != null) {
         meta.remove(household, blob.length, rules.warmup);
       }
       if (household != null && meta.holds(household, rules)) {
-        taken.put(code, household);
+        taken[i] = true;
+        held[i] = household;
       } else {
         if (household != null) {
           store.remove(code);
         }
-        arrivals.add(code);
+        arrivals[arriving++] = i;
       }
     }
-    long held = meta.households + taken.size();
-    if (arrivals.size() > rules.capacity - held) {
-      held = sweep(store, meta, taken.keySet()) + taken.size();
+    long holding = batch.households - arriving;
+    long room = rules.capacity - meta.households - holding;
+    if (arriving > room) {
+      LongPredicate isTaken = code -> {
+        int i = batch.find(code);
+        return i >= 0 && taken[i];
+      };
+      room = rules.capacity - sweep(store, meta, isTaken) - holding;
     }
-    for (int i = 0; i < arrivals.size() && i < rules.capacity - held; i++) {
-      taken.put(arrivals.get(i), null);
+    for (int a = 0; a < arriving && a < room; a++) {
+      taken[arrivals[a]] = true;
     }
     return taken;
   }
@@ -135,13 +119,13 @@ final class BucketStep {
   /**
    * Drops every household the bucket's last call would have dropped, so that its count is exact
    * (only when new households would not fit otherwise); returns the households it still holds,
-   * less `taking` (already taken out of the count).
+   * less those `taking` (already taken out of the count).
    */
-  private long sweep(Store store, Meta meta, java.util.Set<Long> taking) {
+  private long sweep(Store store, Meta meta, LongPredicate taking) {
     Meta kept = new Meta();
     List<Long> gone = new ArrayList<>();
     store.forEach((code, blob) -> {
-      if (taking.contains(code)) {
+      if (taking.test(code)) {
         return;
       }
       Household household = Household.decode(blob);
@@ -159,11 +143,11 @@ final class BucketStep {
     return kept.households;
   }
 
-  private void refuse(long code, Readings readings) {
-    for (int i = 0; i < readings.n; i++) {
-      out.add(Output.refused(code, readings.epochS[i], readings.units[i], readings.positions[i]));
+  private void refuse(long code, int from, int to) {
+    for (int i = from; i < to; i++) {
+      out.add(Output.refused(code, batch.epochS[i], batch.units[i], batch.positions[i]));
     }
-    tally.reasons.merge(HOUSEHOLD_LIMIT, (long) readings.n, Long::sum);
+    tally.reasons.merge(HOUSEHOLD_LIMIT, (long) (to - from), Long::sum);
   }
 
   /** The reason field of a dead letter (to_json writes it after the raw text, whose quotes it escapes). */

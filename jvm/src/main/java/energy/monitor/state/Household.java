@@ -1,8 +1,5 @@
 package energy.monitor.state;
 
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-
 /**
  * One household's state, as the operator keeps it under the household's code in its bucket's
  * map: the pane table (the energy of each slide-sized pane an open window still needs, and the
@@ -156,8 +153,8 @@ final class Household {
     if (learning) {
       size += 8 + 8 + 4 + 8 + 8 + 8 + 4 + slots * 20 + 4 + 16 * pendingJ.size + 4 + 8 * baselineAlerted.size;
     }
-    ByteBuffer out = ByteBuffer.allocate(size).order(ByteOrder.LITTLE_ENDIAN);
-    out.put(FORMAT).putInt(panes.size).putInt(words);
+    Blob out = new Blob(new byte[size]);
+    out.putByte(FORMAT).putInt(panes.size).putInt(words);
     for (int i = 0; i < panes.size; i++) {
       out.putLong(panes.get(i)).putLong(units.get(i));
       for (int w = 0; w < words; w++) {
@@ -168,7 +165,7 @@ final class Household {
     for (int i = 0; i < fixedAlerted.size; i++) {
       out.putLong(fixedAlerted.get(i));
     }
-    out.putLong(fixedRule).putLong(scoringRule).put((byte) (learning ? 1 : 0));
+    out.putLong(fixedRule).putLong(scoringRule).putByte((byte) (learning ? 1 : 0));
     if (learning) {
       out.putLong(newest).putDouble(carried).putInt(inARow).putLong(judgedTo).putLong(applied).putLong(seed);
       out.putInt(slots);
@@ -184,12 +181,12 @@ final class Household {
         out.putLong(baselineAlerted.get(i));
       }
     }
-    return out.array();
+    return out.bytes;
   }
 
   static Household decode(byte[] blob) {
-    ByteBuffer in = ByteBuffer.wrap(blob).order(ByteOrder.LITTLE_ENDIAN);
-    byte format = in.get();
+    Blob in = new Blob(blob);
+    byte format = in.getByte();
     if (format != FORMAT) {
       throw new IllegalStateException("household state in format " + format + ", this version reads " + FORMAT
           + ": it belongs to another version's checkpoint");
@@ -208,7 +205,7 @@ final class Household {
     }
     household.fixedRule = in.getLong();
     household.scoringRule = in.getLong();
-    if (in.get() == 1) {
+    if (in.getByte() == 1) {
       household.newest = in.getLong();
       household.carried = in.getDouble();
       household.inARow = in.getInt();

@@ -31,8 +31,8 @@ final class Step {
     horizonS = Math.floorDiv(watermarkMs, 1000) - rules.forgetAfterS;
   }
 
-  /** Applies the readings (`n` of them, in the order they arrived) and adds the alerts to `out`. */
-  void apply(long code, Household h, long[] epochS, long[] units, long[] recordMs, int n, List<Alert> out) {
+  /** Applies the batch's readings at [from, to) (one household's, in the order they arrived) and adds the alerts to `out`. */
+  void apply(long code, Household h, BucketReadings batch, int from, int to, List<Alert> out) {
     if (h.fixedRule != rules.fixedRule) {
       h.fixedAlerted.clear();
       h.fixedRule = rules.fixedRule;
@@ -47,7 +47,9 @@ final class Step {
     h.dropClosedPanes(minOpen);
     TreeMap<Long, Long> touched = new TreeMap<>();  // pane -> newest record time of a counted reading in it
     TreeMap<Long, Long> windowUnits = new TreeMap<>();  // tumbling window -> units counted now
-    for (int i = 0; i < n; i++) {
+    long[] epochS = batch.epochS;
+    long[] units = batch.units;
+    for (int i = from; i < to; i++) {
       long pane = Math.floorDiv(epochS[i], rules.slideS);
       if (pane < minOpen) {
         late++;
@@ -63,7 +65,7 @@ final class Step {
       }
       h.seen.values[word] |= bit;
       h.units.values[row] += units[i];
-      touched.merge(pane, recordMs[i], Math::max);
+      touched.merge(pane, batch.recordMs[i], Math::max);
       windowUnits.merge(Math.floorDiv(pane, rules.panesPerWindow), units[i], Long::sum);
     }
     judgeFixed(code, h, touched, out);
