@@ -93,10 +93,10 @@ def records(settings: Settings, topic: str) -> list:
                                                       stop_at_end=True, idle_timeout_s=10)]
 
 
-def run_job_once(spark, settings: Settings, on_batch=None):
+def run_job_once(spark, settings: Settings, on_batch=None, on_progress=None):
     """Run the stream job in this process until the available input is processed (its topics
     created first, as `energy-monitor stream` does); returns each batch's counts, which are also
-    handed to `on_batch` as each batch is reported."""
+    handed to `on_batch` as each batch is reported (and its progress report to `on_progress`)."""
     from pipeline.job.driver import start_query
     from pipeline.job.listener import batch_counts_router
 
@@ -108,7 +108,7 @@ def run_job_once(spark, settings: Settings, on_batch=None):
         if on_batch:
             on_batch(counts)
 
-    query = start_query(spark, settings.job, once=True, on_batch=observe)
+    query = start_query(spark, settings.job, once=True, on_batch=observe, on_progress=on_progress)
     query.awaitTermination()
     assert query.exception() is None, query.exception()
     batch_counts_router(spark).wait_reported(query.runId)
